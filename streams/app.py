@@ -1,0 +1,44 @@
+"""The Faust app, built by a factory so that tests and each worker build their own."""
+
+from __future__ import annotations
+
+import faust
+
+from streams.settings import Settings
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Build the Faust app and register every agent on it. Does not connect to anything."""
+    datadir = settings.data_dir.resolve() / "worker"
+    app = faust.App(
+        settings.consumer_group,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        # No Faust tables: profiles live in PostgreSQL, so no changelog topics or RocksDB.
+        store="memory://",
+        datadir=str(datadir),
+        # Several workers share partitions; a web server each would fight over a port.
+        web_enabled=False,
+        # The leader-election topic is only needed by tables and timers across workers.
+        topic_disable_leader=True,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=settings.commit_interval,
+        broker_commit_every=settings.batch_size,
+        producer_acks=-1,
+        producer_max_request_size=1_048_576,
+        stream_buffer_maxsize=max(4096, settings.batch_size * 2),
+        # Generous: one batch is one database transaction, which can wait on a slow disk.
+        broker_max_poll_interval=300.0,
+        worker_redirect_stdouts=False,
+        logging_config=None,
+    )
+    app.streams_settings = settings  # type: ignore[attr-defined]
+
+    # Each domain registers its agents; the import is here so building an app has no
+    # import-time side effects.
+    from streams.profiles.agents import register as register_profiles
+
+    register_profiles(app, settings)
+    return app

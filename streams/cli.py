@@ -1,0 +1,208 @@
+"""The ``streams`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import click
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from streams.settings import Settings, load_settings
+
+# Piped output (CI logs, `| less`) gets wide lines instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ValidationError as exc:
+        # pydantic names the field; the value is left out because it may be a secret.
+        for error in exc.errors():
+            field = "STREAMS_" + "_".join(str(p) for p in error["loc"]).upper()
+            err_console.print(f"[red]error:[/red] {field}: {error['msg']}")
+        sys.exit(2)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err_console.print(f"[red]error:[/red] {message}")
+    sys.exit(code)
+
+
+@click.group()
+def main() -> None:
+    """Omnichannel profile builder: collector, Faust worker, profiles, triggers, ops."""
+
+
+# --- infra --------------------------------------------------------------------------
+@main.group()
+def infra() -> None:
+    """Local Kafka (KRaft) and PostgreSQL on this machine, no Docker."""
+
+
+def _print_states(states, title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    for col in ("service", "state", "address", "version", "pid", "detail"):
+        table.add_column(col)
+    for s in states:
+        colour = {"running": "green", "external": "cyan", "stopped": "yellow"}.get(s.state, "red")
+        detail = s.detail + (f" ({s.seconds:.1f}s)" if s.seconds >= 0.05 else "")
+        table.add_row(s.name, f"[{colour}]{s.state}[/{colour}]", s.address, s.version,
+                      str(s.pid or ""), detail)
+    console.print(table)
+
+
+def _print_exports(settings: Settings) -> None:
+    click.echo("Settings to use (the database password is the configured one, shown as ***):")
+    click.echo(f"  export STREAMS_KAFKA_BOOTSTRAP={settings.kafka_bootstrap}")
+    click.echo(f"  export STREAMS_DATABASE_URL={settings.redacted_database_url()}")
+
+
+@infra.command("up")
+@click.option("--fresh", is_flag=True, help="Wipe Kafka's and PostgreSQL's data first.")
+def infra_up_cmd(fresh: bool) -> None:
+    """Start Kafka and PostgreSQL (or find them running) and wait until both answer."""
+    from streams.infra import InfraError, infra_up
+
+    settings = _settings()
+    started = time.monotonic()
+    try:
+        with console.status("bringing up Kafka and PostgreSQL..."):
+            states = infra_up(settings, fresh=fresh)
+    except InfraError as exc:
+        _fail(str(exc))
+    _print_states(states, f"infra up in {time.monotonic() - started:.1f}s")
+    _print_exports(settings)
+
+
+@infra.command("down")
+def infra_down_cmd() -> None:
+    """Stop the local Kafka and PostgreSQL; their data stays."""
+    from streams.infra import InfraError, infra_down
+
+    try:
+        _print_states(infra_down(_settings()), "infra down")
+    except InfraError as exc:
+        _fail(str(exc))
+
+
+@infra.command("status")
+def infra_status_cmd() -> None:
+    """What runs, where, and which version."""
+    from streams.infra import infra_status
+
+    states = infra_status(_settings())
+    _print_states(states, "infra status")
+    if any(s.state not in ("running", "external") for s in states):
+        sys.exit(3)
+
+
+# --- database -----------------------------------------------------------------------
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Apply schema migrations up to REVISION (default: the newest)."""
+    from sqlalchemy.exc import OperationalError
+
+    from streams import db as dbmod
+
+    settings = _settings()
+    try:
+        dbmod.upgrade(settings, revision)
+        console.print(f"database {settings.redacted_database_url()} at revision "
+                      f"{dbmod.current_revision(settings)}")
+    except OperationalError as exc:
+        _fail(f"cannot reach {settings.redacted_database_url()}: "
+              f"{str(exc.orig).strip().splitlines()[0] if exc.orig else exc}")
+
+
+# --- worker -------------------------------------------------------------------------
+@main.command()
+def worker() -> None:
+    """Run a Faust worker: validate, resolve identity, fold events into profiles.
+
+    Any number of workers may run; they share the topics' partitions.
+    """
+    from faust import Worker
+
+    from streams.app import create_app
+    from streams.topics import ensure_topics
+
+    settings = _settings()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    try:
+        created = asyncio.run(ensure_topics(settings))
+    except Exception as exc:  # noqa: BLE001 - one clear line for any connection failure
+        _fail(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}")
+    if created:
+        console.print(f"created topics: {', '.join(created)}")
+    app = create_app(settings)
+    Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+# --- up -------------------------------------------------------------------------------
+@main.command()
+@click.option("--fresh", is_flag=True, help="Wipe local Kafka and PostgreSQL data first.")
+@click.option("--no-worker", is_flag=True, help="Bring up infra and the schema only.")
+def up(fresh: bool, no_worker: bool) -> None:
+    """The whole thing on this machine: infra, migrations, topics, worker. Ctrl-C stops."""
+    from streams import db as dbmod
+    from streams.infra import InfraError, infra_up
+    from streams.topics import ensure_topics
+
+    settings = _settings()
+    t0 = time.monotonic()
+    try:
+        with console.status("infra: Kafka and PostgreSQL..."):
+            states = infra_up(settings, fresh=fresh)
+    except InfraError as exc:
+        _fail(str(exc))
+    _print_states(states, "infra")
+    with console.status("database migrations..."):
+        dbmod.upgrade(settings)
+    console.print(f"schema at revision {dbmod.current_revision(settings)}")
+    created = asyncio.run(ensure_topics(settings))
+    console.print(f"topics ready ({len(settings.all_topics)}; created {len(created)})")
+    _print_exports(settings)
+    console.print(f"up in {time.monotonic() - t0:.1f}s")
+    if no_worker:
+        return
+    children = [subprocess.Popen([sys.executable, "-m", "streams", "worker"])]
+    console.print(f"worker running (pid {children[0].pid}); Ctrl-C stops it "
+                  "(`streams infra down` stops Kafka and PostgreSQL)")
+    try:
+        while all(c.poll() is None for c in children):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for c in children:
+            if c.poll() is None:
+                c.send_signal(signal.SIGTERM)
+        for c in children:
+            try:
+                c.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                c.kill()
+    bad = [c for c in children if c.returncode not in (0, -signal.SIGTERM, None)]
+    if bad:
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""Unified profiles: folding events into PostgreSQL."""

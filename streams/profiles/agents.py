@@ -1,0 +1,86 @@
+"""The profile stage: consume the four event topics, write each batch in one transaction.
+
+Offsets are committed by Faust only for acknowledged events, and ``take_events`` acks a
+batch only after the loop body returns, i.e. after the PostgreSQL commit. A crash between
+the two replays the batch, which the idempotent writes absorb: the database commit must
+come first, or a crash could move the offset past an event whose effect was never stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from streams.db import async_engine
+from streams.profiles.logic import DecodeError, decode_record
+from streams.profiles.store import ProfileStore
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RETRY_INITIAL = 0.5
+RETRY_MAX = 15.0
+
+
+def register(app: faust.App, settings: Settings) -> None:
+    """Declare the event topics and the agent that folds them on ``app``."""
+    topics = app.topic(
+        *settings.event_topics, key_serializer="raw", value_serializer="raw", acks=True
+    )
+    dlq = app.topic(settings.topic(settings.topic_dlq), key_serializer="raw",
+                    value_serializer="raw")
+    state: dict[str, ProfileStore] = {}
+
+    def store() -> ProfileStore:
+        if "store" not in state:
+            state["store"] = ProfileStore(async_engine(settings))
+        return state["store"]
+
+    @app.agent(topics, name="fold_events_into_profiles")
+    async def fold_events_into_profiles(stream):
+        async for batch in stream.take_events(settings.batch_size, within=settings.batch_seconds):
+            good, bad = [], []
+            for event in batch:
+                msg = event.message
+                decoded = decode_record(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
+                (bad if isinstance(decoded, DecodeError) else good).append(decoded)
+            for err in bad:
+                await dead_letter(dlq, err)
+            await write_with_retry(store(), good)
+
+
+async def dead_letter(dlq: faust.TopicT, err: DecodeError) -> None:
+    """Send an undecodable record to the DLQ with headers naming where it came from."""
+    headers = {
+        "x-original-topic": err.topic.encode(),
+        "x-original-partition": str(err.partition).encode(),
+        "x-original-offset": str(err.offset).encode(),
+        "x-reason": err.reason.encode()[:1000],
+    }
+    fut = await dlq.send(key=err.key, value=err.value or b"", headers=headers)
+    await fut  # wait for the broker's ack before the batch's offsets may be committed
+    log.warning("dead-lettered %s[%d]@%d: %s", err.topic, err.partition, err.offset, err.reason)
+
+
+async def write_with_retry(store: ProfileStore, events: list) -> int:
+    """Write a batch, pausing and retrying while the database is unreachable; never drops.
+
+    Blocks the partition's progress while the database is down, which is the point: the
+    offsets stay where they are until the batch is stored.
+    """
+    delay = RETRY_INITIAL
+    while True:
+        try:
+            return await store.write_batch(events)
+        except (OperationalError, DBAPIError) as exc:
+            if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not isinstance(
+                exc, OperationalError
+            ):
+                raise
+            log.warning("database unavailable (%s); retrying in %.1fs",
+                        type(exc.orig).__name__ if exc.orig else type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)

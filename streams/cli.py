@@ -155,6 +155,22 @@ def worker() -> None:
     Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 
+# --- serve ----------------------------------------------------------------------------
+@main.command()
+def serve() -> None:
+    """Run the HTTP server: collector (/v1/*), profile API and the /ops dashboard."""
+    from aiohttp import web
+
+    from streams.server import create_web_app
+
+    settings = _settings()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    console.print(f"serving on http://{settings.http_host}:{settings.http_port}")
+    web.run_app(create_web_app(settings), host=settings.http_host, port=settings.http_port,
+                print=None, access_log=None)
+
+
 # --- up -------------------------------------------------------------------------------
 @main.command()
 @click.option("--fresh", is_flag=True, help="Wipe local Kafka and PostgreSQL data first.")

@@ -6,7 +6,6 @@ Secrets (the database URL carries a password, write keys are credentials) are he
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -120,7 +119,7 @@ class Settings(BaseSettings):
         """Every topic the product creates, prefixed."""
         return (*self.event_topics, self.topic(self.topic_dlq), self.topic(self.topic_messages))
 
-    @cached_property
+    @property
     def database(self) -> DatabaseTarget:
         """The parsed database URL (holds the password; never print it)."""
         return DatabaseTarget.parse(self.database_url.get_secret_value())

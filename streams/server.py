@@ -1,0 +1,26 @@
+"""The HTTP server of ``streams serve``: collector, profile API and /ops on one aiohttp app.
+
+Each domain adds its routes through a ``register(app, settings)`` function in its
+``views.py``; this module only composes them.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from streams.settings import Settings
+
+SETTINGS_KEY = web.AppKey("settings", Settings)
+
+
+def create_web_app(settings: Settings) -> web.Application:
+    """Build the aiohttp application with every domain's routes. Does not listen yet."""
+    app = web.Application(client_max_size=512 * 1024)
+    app[SETTINGS_KEY] = settings
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app.router.add_get("/healthz", healthz)
+    # Domain routes (one line each):
+    return app

@@ -113,7 +113,7 @@ def db() -> None:
 
 
 @db.command("upgrade")
-@click.argument("revision", default="head")
+@click.argument("revision", default="heads")
 def db_upgrade(revision: str) -> None:
     """Apply schema migrations up to REVISION (default: the newest)."""
     from sqlalchemy.exc import OperationalError
@@ -124,7 +124,7 @@ def db_upgrade(revision: str) -> None:
     try:
         dbmod.upgrade(settings, revision)
         console.print(f"database {settings.redacted_database_url()} at revision "
-                      f"{dbmod.current_revision(settings)}")
+                      f"{', '.join(dbmod.current_revisions(settings))}")
     except OperationalError as exc:
         _fail(f"cannot reach {settings.redacted_database_url()}: "
               f"{str(exc.orig).strip().splitlines()[0] if exc.orig else exc}")
@@ -171,6 +171,22 @@ def serve() -> None:
                 print=None, access_log=None)
 
 
+# --- bench ----------------------------------------------------------------------------
+@main.group(invoke_without_command=True)
+@click.pass_context
+def bench(ctx: click.Context) -> None:
+    """Benchmarks, each measured against a baseline run in the same process tree.
+
+    Without a subcommand every benchmark runs in turn.
+    """
+    if ctx.invoked_subcommand is None:
+        if not bench.commands:
+            _fail("no benchmarks are registered")
+        for name, command in sorted(bench.commands.items()):
+            console.rule(f"bench {name}")
+            ctx.invoke(command)
+
+
 # --- up -------------------------------------------------------------------------------
 @main.command()
 @click.option("--fresh", is_flag=True, help="Wipe local Kafka and PostgreSQL data first.")
@@ -191,7 +207,7 @@ def up(fresh: bool, no_worker: bool) -> None:
     _print_states(states, "infra")
     with console.status("database migrations..."):
         dbmod.upgrade(settings)
-    console.print(f"schema at revision {dbmod.current_revision(settings)}")
+    console.print(f"schema at revision {', '.join(dbmod.current_revisions(settings))}")
     created = asyncio.run(ensure_topics(settings))
     console.print(f"topics ready ({len(settings.all_topics)}; created {len(created)})")
     _print_exports(settings)

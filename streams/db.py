@@ -37,14 +37,22 @@ def alembic_config(settings: Settings) -> Config:
     return cfg
 
 
-def upgrade(settings: Settings, revision: str = "head") -> None:
-    """Apply migrations up to ``revision`` (blocks). Raises SQLAlchemy errors on failure."""
+def upgrade(settings: Settings, revision: str = "heads") -> None:
+    """Apply migrations up to ``revision`` (blocks). Raises SQLAlchemy errors on failure.
+
+    Each domain keeps its own branch of revisions off ``0001``, so the default target is
+    every head.
+    """
     command.upgrade(alembic_config(settings), revision)
 
 
-def current_revision(settings: Settings) -> str | None:
-    """The revision the database is at, or None when it has never been migrated."""
+def current_revisions(settings: Settings) -> tuple[str, ...]:
+    """The revisions (one per domain branch) the database is at; empty when never migrated."""
     from alembic.runtime.migration import MigrationContext
 
-    with sync_engine(settings).connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+    engine = sync_engine(settings)
+    try:
+        with engine.connect() as conn:
+            return tuple(sorted(MigrationContext.configure(conn).get_current_heads()))
+    finally:
+        engine.dispose()

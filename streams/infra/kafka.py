@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 import shutil
 import subprocess
@@ -282,7 +283,13 @@ def metadata_ok(bootstrap: str, timeout: float = 5.0) -> bool:
         finally:
             await admin.close()
 
+    # A refused probe is an expected answer here, not an error worth aiokafka's log line.
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
     try:
         return asyncio.run(asyncio.wait_for(probe(), timeout))
     except Exception:
         return False
+    finally:
+        quiet.setLevel(level)

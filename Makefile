@@ -1,0 +1,41 @@
+# Two commands for a fresh machine: `make up` (the whole system) and `make test`.
+# Both create .venv and install the package with the pinned versions in constraints.txt.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install up test down status bench lock clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+up: install
+	$(BIN)/streams up
+
+test: install
+	$(BIN)/python -m pytest
+
+down:
+	$(BIN)/streams infra down
+
+status:
+	$(BIN)/streams infra status
+
+bench: install
+	$(BIN)/streams bench
+
+# Re-pin constraints.txt after changing dependencies in pyproject.toml.
+lock:
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
+	.lockenv/bin/pip install -q '.[test]'
+	.lockenv/bin/pip freeze --exclude-editable | grep -v '^streams' > constraints.txt
+	rm -rf .lockenv
+
+clean:
+	rm -rf $(VENV) build *.egg-info

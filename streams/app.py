@@ -10,6 +10,7 @@ from streams.settings import Settings
 def create_app(settings: Settings) -> faust.App:
     """Build the Faust app and register every agent on it. Does not connect to anything."""
     datadir = settings.data_dir.resolve() / "worker"
+    datadir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     app = faust.App(
         settings.consumer_group,
         broker=f"kafka://{settings.kafka_bootstrap}",

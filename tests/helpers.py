@@ -42,6 +42,14 @@ def child_env(settings: Settings) -> dict[str, str]:
     return {**base, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
 
 
+def assert_running(proc) -> None:
+    """Fail at once, with the end of its log, when a spawned worker has exited."""
+    if proc.poll() is not None:
+        log = getattr(proc, "log_path", None)
+        text = Path(log).read_text(errors="replace")[-3000:] if log else ""
+        raise AssertionError(f"worker exited with code {proc.returncode}:\n{text}")
+
+
 async def eventually(
     check: Callable[[], Awaitable[object]], timeout: float = 30.0, interval: float = 0.2,
     what: str = "condition",

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.topics import ensure_topics
-from tests.helpers import eventually
+from tests.helpers import assert_running, eventually
 
 
 async def committed(admin: AIOKafkaAdminClient, group: str, tp: TopicPartition) -> int | None:
@@ -31,7 +31,7 @@ async def test_view_event_lands_in_postgres_before_offset_commit(make_settings, 
     locker = await psycopg.AsyncConnection.connect(**conninfo)
     await locker.execute("LOCK TABLE event_log IN EXCLUSIVE MODE")
 
-    spawn_worker(settings)
+    worker = spawn_worker(settings)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
     )
@@ -50,6 +50,7 @@ async def test_view_event_lands_in_postgres_before_offset_commit(make_settings, 
         async with await psycopg.AsyncConnection.connect(**conninfo, autocommit=True) as watch:
 
             async def worker_waits_on_lock():
+                assert_running(worker)
                 cur = await watch.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                     "AND query ILIKE 'INSERT INTO event_log%%'"

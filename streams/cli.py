@@ -188,11 +188,40 @@ def bench(ctx: click.Context) -> None:
 
 
 # --- up -------------------------------------------------------------------------------
+# The long-running parts `streams up` starts, each its own process (the order is the start
+# order). Domains that add a part (demo traffic, triggers) append to this list.
+UP_PARTS: list[tuple[str, list[str]]] = [
+    ("worker", ["worker"]),
+    ("server", ["serve"]),
+]
+
+
+def _interrupt(_signum, _frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _wait_http(url: str, timeout: float) -> bool:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.3)
+    return False
+
+
 @main.command()
 @click.option("--fresh", is_flag=True, help="Wipe local Kafka and PostgreSQL data first.")
-@click.option("--no-worker", is_flag=True, help="Bring up infra and the schema only.")
-def up(fresh: bool, no_worker: bool) -> None:
-    """The whole thing on this machine: infra, migrations, topics, worker. Ctrl-C stops."""
+@click.option("--only-infra", is_flag=True, help="Bring up infra, schema and topics, then exit.")
+def up(fresh: bool, only_infra: bool) -> None:
+    """The whole thing on this machine: infra, migrations, topics, worker, server.
+
+    Runs in the foreground; Ctrl-C (or SIGTERM) stops the worker and server and leaves
+    Kafka and PostgreSQL running (`streams infra down` stops them).
+    """
     from streams import db as dbmod
     from streams.infra import InfraError, infra_up
     from streams.topics import ensure_topics
@@ -211,29 +240,48 @@ def up(fresh: bool, no_worker: bool) -> None:
     created = asyncio.run(ensure_topics(settings))
     console.print(f"topics ready ({len(settings.all_topics)}; created {len(created)})")
     _print_exports(settings)
-    console.print(f"up in {time.monotonic() - t0:.1f}s")
-    if no_worker:
+    if only_infra:
+        console.print(f"up in {time.monotonic() - t0:.1f}s")
         return
-    children = [subprocess.Popen([sys.executable, "-m", "streams", "worker"])]
-    console.print(f"worker running (pid {children[0].pid}); Ctrl-C stops it "
-                  "(`streams infra down` stops Kafka and PostgreSQL)")
+
+    # SIGTERM stops us the way Ctrl-C does, so the children are always stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
+    children: list[tuple[str, subprocess.Popen]] = []
+    code = 0
     try:
-        while all(c.poll() is None for c in children):
+        for name, argv in UP_PARTS:
+            children.append((name, subprocess.Popen([sys.executable, "-m", "streams", *argv])))
+        base = f"http://{settings.http_host}:{settings.http_port}"
+        if not _wait_http(f"{base}/healthz", timeout=60):
+            raise click.ClickException(f"the server did not answer on {base} within 60s")
+        console.print(f"up in {time.monotonic() - t0:.1f}s; running: "
+                      + ", ".join(f"{n} (pid {p.pid})" for n, p in children))
+        click.echo(f"  collector   {base}/v1/batch")
+        click.echo(f"  profiles    {base}/v1/profiles/{{id}}")
+        click.echo(f"  dashboard   {base}/ops")
+        click.echo(f"  metrics     {base}/metrics")
+        click.echo("Ctrl-C stops these; `streams infra down` stops Kafka and PostgreSQL.")
+        while True:
+            for name, proc in children:
+                if proc.poll() is not None:
+                    raise click.ClickException(f"{name} exited with code {proc.returncode}")
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
+    except click.ClickException as exc:
+        err_console.print(f"[red]error:[/red] {exc.message}")
+        code = 1
     finally:
-        for c in children:
-            if c.poll() is None:
-                c.send_signal(signal.SIGTERM)
-        for c in children:
+        for _, proc in children:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _, proc in children:
             try:
-                c.wait(timeout=30)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                c.kill()
-    bad = [c for c in children if c.returncode not in (0, -signal.SIGTERM, None)]
-    if bad:
-        sys.exit(1)
+                proc.kill()
+                proc.wait()
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

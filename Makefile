@@ -19,6 +19,7 @@ up: install
 	$(BIN)/streams up
 
 test: install
+	$(BIN)/ruff check streams tests
 	$(BIN)/python -m pytest
 
 down:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -152,7 +151,8 @@ def worker() -> None:
     if created:
         console.print(f"created topics: {', '.join(created)}")
     app = create_app(settings)
-    Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    worker_ = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    worker_.execute_from_commandline()
 
 
 # --- serve ----------------------------------------------------------------------------

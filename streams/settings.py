@@ -7,11 +7,11 @@ Secrets (the database URL carries a password, write keys are credentials) are he
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg://streams:streams@127.0.0.1:5432/streams"
 

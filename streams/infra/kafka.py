@@ -26,7 +26,6 @@ from streams.infra.procs import (
     read_pid,
     stop_pid,
     tail,
-    wait_until,
 )
 from streams.settings import Settings
 
@@ -258,8 +257,8 @@ def java_bin() -> str:
     found = shutil.which("java")
     if found is None:
         raise InfraError(
-            "kafka: no Java found; install Java 17 or newer (apt-get install openjdk-17-jre-headless) "
-            "or set JAVA_HOME"
+            "kafka: no Java found; install Java 17 or newer "
+            "(apt-get install openjdk-17-jre-headless) or set JAVA_HOME"
         )
     return found
 

@@ -6,10 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import text
+from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, Table, Text, text
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, Table, Text
 
 metadata = MetaData()
 

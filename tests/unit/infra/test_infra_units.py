@@ -50,6 +50,9 @@ def test_missing_java_says_what_to_install(monkeypatch):
 
 def test_missing_maven_says_what_to_install(monkeypatch, tmp_path):
     s = load_settings(data_dir=tmp_path, cache_dir=tmp_path / "cache")
-    monkeypatch.setattr(kafka_mod.shutil, "which", lambda name: "/usr/bin/java" if name == "java" else None)
+    def which(name):
+        return "/usr/bin/java" if name == "java" else None
+
+    monkeypatch.setattr(kafka_mod.shutil, "which", which)
     with pytest.raises(InfraError, match=r"Maven \(mvn\) is not on PATH"):
         LocalKafka(s).resolve()

@@ -88,7 +88,8 @@ class Settings(BaseSettings):
     # Protects /ops, /ops/lag.json and /metrics when set (Bearer header or ?token=);
     # required when http_host is not a loopback address.
     ops_token: SecretStr | None = None
-    # Consumer groups to watch, comma-separated; empty means every group on the cluster.
+    # Consumer groups to watch, comma-separated; empty means STREAMS_CONSUMER_GROUP (the
+    # pipeline's own group), "*" every consumer group on the cluster.
     ops_groups: Annotated[tuple[str, ...], NoDecode] = ()
     # How often offsets are sampled, the window the status rules look at, and how much
     # history the charts keep (all in seconds; memory is bounded by history / interval).

@@ -137,9 +137,10 @@ class KafkaLagSource:
         ends = await self._reader.end_offsets(partitions) if partitions else {}
         at = self.clock()
 
+        # Several groups may read one partition, each at its own offset.
         lagging = {
-            tp: offset
-            for (group, tp), offset in committed.items()
+            (tp, offset)
+            for (_group, tp), offset in committed.items()
             if offset is not None and tp in ends and offset < ends[tp]
         }
         oldest = await self._oldest_unconsumed(lagging)
@@ -200,18 +201,27 @@ class KafkaLagSource:
         ]
 
     async def _oldest_unconsumed(
-        self, lagging: dict[TopicPartition, int]
+        self, lagging: set[tuple[TopicPartition, int]]
     ) -> dict[tuple[str, int, int], datetime | None]:
         """Timestamps of the records at the committed offsets (cached per offset)."""
-        keys = {(tp.topic, tp.partition, off) for tp, off in lagging.items()}
+        keys = {(tp.topic, tp.partition, off) for tp, off in lagging}
         self._timestamps = {k: v for k, v in self._timestamps.items() if k in keys}
-        missing = {tp: off for tp, off in lagging.items()
-                   if (tp.topic, tp.partition, off) not in self._timestamps}
-        if missing:
-            found = await self._first_records(missing)
-            for tp, off in missing.items():
+        missing = sorted((tp, off) for tp, off in lagging
+                         if (tp.topic, tp.partition, off) not in self._timestamps)
+        while missing:
+            # One position per partition at a time: the reader seeks once per partition.
+            round_: dict[TopicPartition, int] = {}
+            rest = []
+            for tp, off in missing:
+                if tp in round_:
+                    rest.append((tp, off))
+                else:
+                    round_[tp] = off
+            found = await self._first_records(round_)
+            for tp, off in round_.items():
                 if tp in found:
                     self._timestamps[(tp.topic, tp.partition, off)] = found[tp]
+            missing = rest
         return dict(self._timestamps)
 
     async def _first_records(

@@ -33,6 +33,10 @@ from streams.ops.models import (
 
 Since = Mapping[tuple, tuple[Status, datetime]]
 
+# How much of the window an offset must stay still, with lag, to be STALL: long enough
+# that a consumer committing less often than we sample is not taken for a stuck one.
+STALL_FRACTION = 0.25
+
 
 def _lag(committed: int | None, end: int) -> int | None:
     """Messages between the committed offset and the log end; None if never committed.
@@ -70,10 +74,11 @@ def lag_status(window: PartitionWindow, now: datetime) -> Status:
     - STOP: the offset has not moved in any sample of a window that covers the whole
       window length, and no live member owns the partition.
     - REWIND: the committed offset went backwards between two samples.
-    - STALL: over the run of samples since lag was last zero (at least two), the offset
-      did not move.
-    - WARNING: over that run (at least three samples) the offset moved but the lag never
-      shrank and ended higher than it began: the consumer falls behind.
+    - STALL: lag persisted and the offset did not move over the latest samples (at least
+      two), for at least a quarter of the window (:data:`STALL_FRACTION`).
+    - WARNING: over the run of samples since lag was last zero, when it covers the whole
+      window (and at least three samples), the offset moved but the lag never shrank and
+      ended higher than it began: the consumer falls behind.
     - otherwise OK.
     """
     samples = window.samples
@@ -100,9 +105,18 @@ def lag_status(window: PartitionWindow, now: datetime) -> Status:
             break
         run.append(sample)
     run.reverse()
-    if len(run) >= 2 and len({s.committed for s in run}) == 1:
+    # STALL: the trailing samples kept lag and the same offset for long enough that a
+    # commit interval longer than the sampling interval cannot explain it.
+    still = 0
+    for sample in reversed(run):
+        if sample.committed != latest.committed:
+            break
+        still += 1
+    if still >= 2 and latest.at - run[-still].at >= window.length * STALL_FRACTION:
         return Status.STALL
-    if len(run) >= 3:
+    # Growth is only judged over a whole window of lag, as Burrow does: over a few
+    # samples, lag read between two commits jitters and would raise false alarms.
+    if len(run) >= 3 and run[0].at <= now - window.length:
         lags = [_lag(s.committed, s.end) or 0 for s in run]
         if all(later >= earlier for earlier, later in pairwise(lags)) and lags[-1] > lags[0]:
             return Status.WARNING

@@ -138,9 +138,9 @@ class LagSampler:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def wait_sampled(self, timeout: float) -> None:
+    async def wait_sampled(self, within: float) -> None:
         """Wait until at least one sample succeeded (raises TimeoutError)."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             await self._sampled.wait()
 
 

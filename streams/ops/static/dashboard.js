@@ -41,7 +41,7 @@
   };
   function fmtDuration(seconds) {
     if (seconds === null || seconds === undefined) return "—";
-    if (seconds < 1) return "0s";
+    if (seconds <= 0) return "0s";
     if (seconds < 60) return seconds.toFixed(seconds < 10 ? 1 : 0) + "s";
     const s = Math.round(seconds);
     const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600);
@@ -130,11 +130,11 @@
   }
 
   const layout = (yTitle) => ({
-    margin: { l: 56, r: 12, t: 6, b: 36 },
+    margin: { l: 56, r: 12, t: 6, b: 28 },
     height: 240,
-    xaxis: { type: "date", showgrid: false },
+    xaxis: { type: "date", showgrid: false, tickformat: "%H:%M:%S", nticks: 6, tickangle: 0 },
     yaxis: { title: { text: yTitle, font: { size: 11 } }, rangemode: "tozero", gridcolor: "#eef1f4" },
-    legend: { orientation: "h", y: -0.2, font: { size: 11 } },
+    legend: { orientation: "h", x: 0, y: -0.16, yanchor: "top", font: { size: 11 } },
     showlegend: true,
     paper_bgcolor: "#fff",
     plot_bgcolor: "#fff",
@@ -155,7 +155,11 @@
     const times = h.at.map((iso) => new Date(iso));
     Plotly.react("chart-lag", traces(times, h.lag), layout("messages"), config);
     Plotly.react("chart-lag-seconds", traces(times, h.lag_seconds), layout("seconds"), config);
-    Plotly.react("chart-produce", traces(times, h.produce_rate), layout("messages/s"), config);
+    // Topics that had no traffic at all over the history would only crowd the legend.
+    const active = Object.fromEntries(Object.entries(h.produce_rate).filter(
+      ([, values]) => values.some((v) => v)));
+    const produce = Object.keys(active).length ? active : h.produce_rate;
+    Plotly.react("chart-produce", traces(times, produce), layout("messages/s"), config);
     Plotly.react("chart-consume", traces(times, h.consume_rate), layout("messages/s"), config);
     const dlq = {};
     dlq[report.dlq_topic] = h.dlq_rate;

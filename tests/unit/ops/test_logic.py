@@ -99,16 +99,26 @@ def test_lag_jittering_while_offsets_move_is_ok():
 
 # --- WARNING -----------------------------------------------------------------------------
 def test_lag_growing_while_offsets_move_is_warning():
-    assert status_of([(0, 10), (10, 30), (20, 50), (30, 70)]) is Status.WARNING
+    points = [(10 * i, 10 + 20 * i) for i in range(7)]  # 60 s: the whole window
+    assert status_of(points) is Status.WARNING
 
 
-def test_warning_needs_three_lagging_samples():
-    assert status_of([(0, 10), (10, 30)]) is Status.OK
-    assert status_of([(5, 5), (10, 30), (20, 50)]) is Status.OK  # lag was zero at the start
+def test_warning_needs_lag_growing_over_a_whole_window():
+    assert status_of([(10 * i, 10 + 20 * i) for i in range(6)]) is Status.OK  # 50 s of 60
+    # Lag was zero at the start: not lagging for the whole window.
+    assert status_of([(5, 5)] + [(10 * i, 10 + 20 * i) for i in range(1, 7)]) is Status.OK
+    # Three samples a whole window apart are enough.
+    assert status_of([(0, 10), (10, 30), (20, 50)], step=timedelta(seconds=30)) is Status.WARNING
+    assert status_of([(0, 10), (10, 30)], step=LENGTH) is Status.OK
+
+
+def test_lag_jittering_between_commits_is_not_warning():
+    points = [(10 * i, 10 * i + lag) for i, lag in enumerate([3, 5, 5, 2, 4, 6, 1, 3])]
+    assert status_of(points) is Status.OK
 
 
 def test_constant_lag_while_moving_is_not_warning():
-    assert status_of([(0, 10), (10, 20), (20, 30), (30, 40)]) is Status.OK
+    assert status_of([(10 * i, 10 * i + 10) for i in range(7)]) is Status.OK
 
 
 # --- STALL -------------------------------------------------------------------------------
@@ -122,7 +132,15 @@ def test_owned_partition_still_for_longer_than_the_window_stays_stall():
 
 
 def test_ownerless_partition_still_for_less_than_the_window_is_stall():
-    assert status_of([(40, 40), (40, 50), (40, 60)], owned=False) is Status.STALL
+    assert status_of([(40, 40), (40, 50), (40, 60), (40, 70)], owned=False) is Status.STALL
+
+
+def test_consumer_that_stops_moving_is_stall_after_a_quarter_of_the_window():
+    moving = [(0, 5), (10, 15), (20, 25)]
+    assert status_of(moving + [(20, 35)]) is Status.OK  # still for 10 s of a 60 s window
+    assert status_of(moving + [(20, 35), (20, 45)]) is Status.STALL  # 20 s >= 15 s
+    # Same with commits rarer than samples: still for one sample interval is not enough.
+    assert status_of([(0, 5), (0, 15), (20, 25), (20, 35)]) is Status.OK
 
 
 def test_stall_even_when_lag_does_not_grow():
@@ -147,9 +165,9 @@ def test_stop_when_the_offset_moved_no_more_since_the_window_began_even_if_lag_w
 
 
 def test_a_move_inside_the_window_is_not_stop():
-    # Moved once, then lag kept growing: over the window that reads as falling behind.
+    # Moved once, then still: stuck, but not for a whole window yet.
     points = [(30, 40)] + [(40, 50 + i) for i in range(6)]
-    assert status_of(points, owned=False) is Status.WARNING
+    assert status_of(points, owned=False) is Status.STALL
 
 
 def test_stop_is_judged_before_rewind():

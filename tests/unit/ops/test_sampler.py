@@ -58,7 +58,7 @@ async def test_run_loop_samples_until_stopped():
     sampler = LagSampler(cluster.observe, interval=0.05, window=0.2, history=1.0,
                          dlq_topic="events.dlq")
     sampler.start()
-    await sampler.wait_sampled(timeout=5)
+    await sampler.wait_sampled(within=5)
     await sampler.stop()
     taken = sampler.samples_taken
     assert taken >= 1

@@ -24,25 +24,38 @@ STATEMENT_TIMEOUT_MS = 2000
 
 @dataclass(frozen=True)
 class FigureQuery:
-    """Where one pipeline figure comes from: the table that must exist, and its query."""
+    """Where one pipeline figure comes from: candidate (table, query) pairs, the first
+    whose table exists being used (so a figure survives a table's renaming)."""
 
     name: str
     label: str
-    table: str
-    sql: str
+    sources: tuple[tuple[str, str], ...]
+
+    @property
+    def tables(self) -> str:
+        return ", ".join(table for table, _ in self.sources)
 
 
 # The one place naming the other domains' tables; align here when a schema changes.
+# profile_events supersedes 0001's event_log in the profiles branch (profiles_0001).
 FIGURES: tuple[FigureQuery, ...] = (
-    FigureQuery("events_stored", "Events stored", "event_log", "SELECT count(*) FROM event_log"),
-    FigureQuery("profiles", "Profiles", "profiles", "SELECT count(*) FROM profiles"),
-    FigureQuery("merges", "Merges", "profile_merges", "SELECT count(*) FROM profile_merges"),
-    FigureQuery("messages_scheduled", "Messages scheduled", "scheduled_messages",
-                "SELECT count(*) FROM scheduled_messages"),
-    FigureQuery("messages_sent", "Messages sent", "scheduled_messages",
-                "SELECT count(*) FROM scheduled_messages WHERE sent_at IS NOT NULL"),
-    FigureQuery("suppressed_events", "Suppressed events", "suppressed_events",
-                "SELECT count(*) FROM suppressed_events"),
+    FigureQuery("events_stored", "Events stored", (
+        ("profile_events", "SELECT count(*) FROM profile_events"),
+        ("event_log", "SELECT count(*) FROM event_log"),
+    )),
+    FigureQuery("profiles", "Profiles", (("profiles", "SELECT count(*) FROM profiles"),)),
+    FigureQuery("merges", "Merges",
+                (("profile_merges", "SELECT count(*) FROM profile_merges"),)),
+    FigureQuery("messages_scheduled", "Messages scheduled",
+                (("scheduled_messages", "SELECT count(*) FROM scheduled_messages"),)),
+    FigureQuery("messages_sent", "Messages sent", (
+        ("scheduled_messages",
+         "SELECT count(*) FROM scheduled_messages WHERE sent_at IS NOT NULL"),
+    )),
+    # Events carrying a forgotten person's identifier, suppressed by the profile stage.
+    FigureQuery("suppressed_events", "Suppressed events", (
+        ("skipped_events", "SELECT count(*) FROM skipped_events WHERE reason = 'forgotten'"),
+    )),
 )
 
 
@@ -59,20 +72,26 @@ async def read_pipeline_figures(
         async with engine.connect() as conn:
             await conn.execute(text(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}"))
             for q in queries:
-                exists = await conn.scalar(text("SELECT to_regclass(:t) IS NOT NULL"),
-                                           {"t": q.table})
-                if not exists:
-                    figures.append(PipelineFigure(q.name, q.label, None,
-                                                  f"table {q.table} does not exist"))
+                source = None
+                for table, query in q.sources:
+                    if await conn.scalar(text("SELECT to_regclass(:t) IS NOT NULL"),
+                                         {"t": table}):
+                        source = (table, query)
+                        break
+                if source is None:
+                    what = f"table {q.tables} does not" if len(q.sources) == 1 \
+                        else f"none of the tables {q.tables}"
+                    figures.append(PipelineFigure(q.name, q.label, None, f"{what} exist"))
                     continue
+                table, query = source
                 try:
                     async with conn.begin_nested():
-                        value = await conn.scalar(text(q.sql))
+                        value = await conn.scalar(text(query))
                 except DBAPIError as exc:
                     # A column renamed or a timeout: say which figure, not the whole SQL.
                     reason = type(exc.orig).__name__ if exc.orig is not None else "error"
                     figures.append(PipelineFigure(q.name, q.label, None,
-                                                  f"query on {q.table} failed ({reason})"))
+                                                  f"query on {table} failed ({reason})"))
                     continue
                 figures.append(PipelineFigure(q.name, q.label, int(value or 0)))
             await conn.rollback()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 
 import orjson
 import pytest
@@ -17,7 +18,7 @@ from pydantic import SecretStr
 from streams.ops.views import OPS_SAMPLER
 from streams.server import create_web_app
 from streams.topics import ensure_topics
-from tests.helpers import REPO, eventually, unique
+from tests.helpers import REPO, child_env, eventually, unique
 from tests.integration.ops_support import PARTITIONS, Traffic
 
 CHROMIUM = "/usr/bin/chromium"
@@ -165,6 +166,17 @@ async def test_dashboard_shows_lagging_group_and_renders_charts(make_settings):
                     assert not errors, errors
                 finally:
                     await browser.close()
+
+            # `streams lag --url` reads the same report from the running server.
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "streams", "lag", "--url", base, "--json",
+                env=child_env(settings), stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE)
+            out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+            assert proc.returncode == 0, err.decode()[-2000:]
+            remote = {g["group"]: g for g in orjson.loads(out)["groups"]}
+            assert remote[lagging]["status"] == "STOP" and remote[healthy]["status"] == "OK"
+            assert TOKEN not in out.decode() + err.decode()
     finally:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -16,7 +17,7 @@ from streams.ops.models import GroupReport, LagReport, Status
 from streams.ops.sampler import LagSampler, open_sampler
 from streams.settings import Settings
 from streams.topics import ensure_topics
-from tests.helpers import eventually
+from tests.helpers import child_env, eventually
 from tests.integration.ops_support import PARTITIONS, Traffic
 
 
@@ -48,6 +49,29 @@ async def exited(proc: subprocess.Popen, within: float) -> int:
 
     await eventually(done, timeout=within, what=f"process {proc.pid} to exit")
     return proc.returncode
+
+
+async def streams_lag_table(settings: Settings, group: str) -> dict[tuple[str, int], dict]:
+    """``streams lag`` as a user runs it, its table parsed by column."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "streams", "lag", "--group", group, "--seconds", "1.5",
+        "--interval", "0.5", env=child_env(settings),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    lines = out.decode().splitlines()
+    header_at = next(i for i, ln in enumerate(lines) if ln.split()[:2] == ["GROUP", "TOPIC"])
+    header = lines[header_at].split()
+    rows = {}
+    for line in lines[header_at + 1:]:
+        cols = line.split()
+        if len(cols) != len(header):
+            continue  # the rule under the header, the pipeline line
+        row = dict(zip(header, cols, strict=True))
+        rows[(row["TOPIC"], int(row["PARTITION"]))] = row
+    assert f"{group}  STOP for" in out.decode(), out.decode()
+    return rows
 
 
 def describe(trace) -> str:
@@ -151,9 +175,19 @@ async def test_stopped_group_stalls_stops_recovers_and_matches_kafka_tool(
         phases = [(phase, statuses) for phase, statuses, _ in trace if phase == "stopped"]
         assert any(Status.STALL in s for _, s in phases), describe(trace)  # STALL before STOP
 
-        # 3. Quiescent and lagging: our figures equal Kafka's tool (no active members).
+        # 3. Quiescent and lagging: our figures equal Kafka's tool (no active members),
+        # on the dashboard's sampler and in `streams lag`'s table.
         await traffic.pause()
         await assert_matches_kafka_tool(settings, sampler, group, members=False)
+        expected = await kafka_describe(settings, group)
+        table = await streams_lag_table(settings, group)
+        assert set(table) == set(expected)
+        for key, row in expected.items():
+            mine = table[key]
+            for column in ("CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID", "HOST",
+                           "CLIENT-ID"):
+                assert mine[column] == row[column], (key, column, mine, row)
+            assert mine["STATUS"] == "STOP" and float(mine["LAG-SECONDS"]) > 0
 
         # 4. Restart with traffic: the group catches up and is OK again.
         traffic.running.set()

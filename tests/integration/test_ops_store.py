@@ -32,8 +32,11 @@ def own_schema(session_settings):
         # No sent_at column: "messages sent" must fail alone, not as zero.
         conn.execute("CREATE TABLE scheduled_messages (id int)")
         conn.execute("INSERT INTO scheduled_messages VALUES (1), (2)")
-        conn.execute("CREATE TABLE suppressed_events (id int)")
-        conn.execute("INSERT INTO suppressed_events VALUES (1)")
+        conn.execute("CREATE TABLE skipped_events (message_id text, reason text)")
+        conn.execute("INSERT INTO skipped_events VALUES ('a', 'forgotten'), "
+                     "('b', 'no_identifier'), ('c', 'forgotten')")
+        conn.execute("CREATE TABLE event_log (id int)")  # the older of two candidates
+        conn.execute("INSERT INTO event_log VALUES (1), (2), (3), (4)")
         yield schema
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
@@ -47,13 +50,13 @@ async def test_figures_count_present_tables_and_mark_absent_ones(session_setting
         await engine.dispose()
     assert figures["profiles"].value == 3 and figures["profiles"].unavailable is None
     assert figures["messages_scheduled"].value == 2
-    assert figures["suppressed_events"].value == 1  # read after the failed query
+    assert figures["suppressed_events"].value == 2  # read after the failed query
+    assert figures["events_stored"].value == 4
     assert figures["messages_sent"].value is None
     assert figures["messages_sent"].unavailable == (
         "query on scheduled_messages failed (UndefinedColumn)")
     assert figures["merges"].value is None
     assert figures["merges"].unavailable == "table profile_merges does not exist"
-    assert figures["events_stored"].unavailable == "table event_log does not exist"
 
 
 async def test_figures_on_the_migrated_database_read_the_event_log(session_settings):
@@ -79,3 +82,16 @@ async def test_unreachable_database_makes_every_figure_unavailable(session_setti
         await engine.dispose()
     assert figures and all(f.value is None and f.unavailable == "database unreachable"
                            for f in figures)
+
+
+async def test_no_candidate_table_says_which_were_looked_for(session_settings):
+    engine = async_engine(session_settings, pool_size=1, max_overflow=0,
+                          connect_args={"options": f"-c search_path={unique('ops_none_')}"})
+    try:
+        figures = {f.name: f for f in await read_pipeline_figures(engine)}
+    finally:
+        await engine.dispose()
+    assert all(f.value is None for f in figures.values())
+    assert figures["events_stored"].unavailable == (
+        "none of the tables profile_events, event_log exist")
+    assert figures["profiles"].unavailable == "table profiles does not exist"

@@ -229,7 +229,15 @@ class KafkaLagSource:
     ) -> dict[TopicPartition, datetime]:
         reader = self._reader
         assert reader is not None
-        reader.assign(list(positions))
+        # aiokafka logs every assignment at INFO; ours changes each sample and would fill
+        # the server's log. assign() is synchronous, so only its own message is muted.
+        subscription_log = logging.getLogger("aiokafka.consumer.subscription_state")
+        level = subscription_log.level
+        subscription_log.setLevel(logging.WARNING)
+        try:
+            reader.assign(list(positions))
+        finally:
+            subscription_log.setLevel(level)
         for tp, offset in positions.items():
             reader.seek(tp, offset)
         found: dict[TopicPartition, datetime] = {}

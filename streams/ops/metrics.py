@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric, StateSetMetricFamily
 from prometheus_client.registry import Collector
 
@@ -113,7 +113,9 @@ class LagCollector(Collector):
 
 
 def exposition(report: Callable[[], LagReport]) -> bytes:
-    """The Prometheus text format for the report (its own registry: no global state)."""
+    """The Prometheus text format for the report, followed by whatever the process
+    registered in prometheus_client's default registry (process metrics, and any other
+    domain's own metrics), so that /metrics is the one place to scrape."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(LagCollector(report))
-    return generate_latest(registry)
+    return generate_latest(registry) + generate_latest(REGISTRY)

@@ -151,3 +151,12 @@ async def test_metrics_have_labels_statuses_and_no_zero_for_unavailable_figures(
     assert not any('partition="1"' in line and line.startswith("streams_ops_partition_lag{")
                    for line in lines)
     assert "streams_ops_sample_ok 1.0" in lines
+    # The default registry rides along: other domains' metrics and the process's own.
+    assert any(line.startswith("process_") or line.startswith("python_info") for line in lines)
+
+
+async def test_page_forbids_foreign_scripts_and_framing(client_for):
+    client, _ = await client_for()
+    page = await client.get("/ops")
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Frame-Options"] == "DENY"

@@ -49,6 +49,7 @@ class LagSampler:
         figures: ReadFigures | None = None,
         clock: Callable[[], datetime] = utc_now,
         observe_timeout: float | None = None,
+        figures_every: float | None = None,
     ):
         if interval <= 0 or window < 2 * interval or history < window:
             raise ValueError(
@@ -62,6 +63,10 @@ class LagSampler:
         self.dlq_topic = dlq_topic
         self.clock = clock
         self.observe_timeout = observe_timeout or max(15.0, 3 * interval)
+        # Counting rows of big tables is not free: the figures are read at most this often.
+        self.figures_every = figures_every if figures_every is not None else max(interval, 15.0)
+        self._figures_read_at: float | None = None
+        self._last_figures: tuple[PipelineFigure, ...] = ()
         # Hard caps besides the time-based trimming, in case samples come faster than
         # the interval (``sample_once`` called by hand, say).
         self._observations: deque[Observation] = deque(maxlen=2 * math.ceil(window / interval) + 2)
@@ -82,7 +87,11 @@ class LagSampler:
         A failed observation leaves the window as it was and marks the last report with
         the error (the dashboard then says how stale it is). Blocks on the network.
         """
-        figures_task = asyncio.ensure_future(self._figures()) if self._figures else None
+        loop = asyncio.get_running_loop()
+        due = self._figures is not None and (
+            self._figures_read_at is None
+            or loop.time() - self._figures_read_at >= self.figures_every)
+        figures_task = asyncio.ensure_future(self._figures()) if due else None
         try:
             async with asyncio.timeout(self.observe_timeout):
                 observation = await self._observe()
@@ -95,7 +104,10 @@ class LagSampler:
             log.warning("%s", message)
             self.report = dataclasses.replace(self.report, error=message)
             return self.report
-        figures = await figures_task if figures_task is not None else ()
+        if figures_task is not None:
+            self._last_figures = tuple(await figures_task)
+            self._figures_read_at = loop.time()
+        figures = self._last_figures
 
         previous = self._observations[-1] if self._observations else None
         self._history.append(history_point(previous, observation, self.dlq_topic))

@@ -77,3 +77,20 @@ def test_watched_groups_default_to_the_pipeline_group_and_star_means_all():
     assert watched_groups(settings.model_copy(update={"ops_groups": ("a", "b")})) == ("a", "b")
     assert watched_groups(settings, ["*"]) == ()
     assert watched_groups(settings, ["x"]) == ("x",)
+
+
+async def test_figures_are_read_at_most_every_figures_every_seconds():
+    cluster = ScriptedCluster()
+    reads = []
+
+    async def counting_figures():
+        reads.append(1)
+        return await figures()
+
+    sampler = LagSampler(cluster.observe, interval=1.0, window=4.0, history=10.0,
+                         dlq_topic="events.dlq", figures=counting_figures, clock=cluster.now,
+                         figures_every=3600)
+    for _ in range(5):
+        report = await sampler.sample_once()
+        assert [f.value for f in report.figures] == [42, None]  # kept between reads
+    assert len(reads) == 1

@@ -166,8 +166,16 @@ def serve() -> None:
     settings = _settings()
     logging.basicConfig(level=settings.log_level.upper(),
                         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    # --- ops: an unsafe binding (non-loopback without STREAMS_OPS_TOKEN) is refused ---
+    from streams.ops.views import OpsConfigError
+
+    try:
+        web_app = create_web_app(settings)
+    except OpsConfigError as exc:
+        _fail(str(exc), code=2)
+    # --- end ops ---
     console.print(f"serving on http://{settings.http_host}:{settings.http_port}")
-    web.run_app(create_web_app(settings), host=settings.http_host, port=settings.http_port,
+    web.run_app(web_app, host=settings.http_host, port=settings.http_port,
                 print=None, access_log=None)
 
 
@@ -282,6 +290,13 @@ def up(fresh: bool, only_infra: bool) -> None:
                 proc.kill()
                 proc.wait()
     sys.exit(code)
+
+
+# --- ops: `streams lag` ----------------------------------------------------------------
+from streams.ops.commands import lag as _lag_command  # noqa: E402
+
+main.add_command(_lag_command)
+# --- end ops ---
 
 
 if __name__ == "__main__":  # pragma: no cover

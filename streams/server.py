@@ -23,4 +23,6 @@ def create_web_app(settings: Settings) -> web.Application:
 
     app.router.add_get("/healthz", healthz)
     # Domain routes (one line each):
+    from streams.ops.views import register as register_ops  # ops: /ops, /metrics
+    register_ops(app, settings)
     return app

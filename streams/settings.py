@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg://streams:streams@127.0.0.1:5432/streams"
@@ -83,6 +83,48 @@ class Settings(BaseSettings):
     kafka_heap: str = "768m"
     pg_shared_buffers: str = "256MB"
     maven_repo: str = ""
+
+    # --- ops dashboard (streams/ops) -------------------------------------------------
+    # Protects /ops, /ops/lag.json and /metrics when set (Bearer header or ?token=);
+    # required when http_host is not a loopback address.
+    ops_token: SecretStr | None = None
+    # Consumer groups to watch, comma-separated; empty means STREAMS_CONSUMER_GROUP (the
+    # pipeline's own group), "*" every consumer group on the cluster.
+    ops_groups: Annotated[tuple[str, ...], NoDecode] = ()
+    # How often offsets are sampled, the window the status rules look at, and how much
+    # history the charts keep (all in seconds; memory is bounded by history / interval).
+    ops_interval: float = Field(5.0, gt=0)
+    ops_window: float = Field(120.0, gt=0)
+    ops_history: float = Field(3600.0, gt=0)
+
+    @field_validator("ops_groups", mode="before")
+    @classmethod
+    def _ops_groups(cls, value: object) -> tuple[str, ...]:
+        if isinstance(value, (list, tuple, set)):
+            items = [str(v) for v in value]
+        else:
+            items = str(value or "").split(",")
+        return tuple(dict.fromkeys(g.strip() for g in items if g.strip()))
+
+    @field_validator("ops_window", mode="after")
+    @classmethod
+    def _ops_window(cls, value: float, info: ValidationInfo) -> float:
+        interval = info.data.get("ops_interval")
+        if interval is not None and value < 2 * interval:
+            raise ValueError(
+                f"must be at least twice STREAMS_OPS_INTERVAL ({interval}s) so that the "
+                "status rules see two samples"
+            )
+        return value
+
+    @field_validator("ops_history", mode="after")
+    @classmethod
+    def _ops_history(cls, value: float, info: ValidationInfo) -> float:
+        window = info.data.get("ops_window")
+        if window is not None and value < window:
+            raise ValueError(f"must be at least STREAMS_OPS_WINDOW ({window}s)")
+        return value
+    # --- end ops ----------------------------------------------------------------------
 
     @field_validator("write_keys", mode="before")
     @classmethod

@@ -26,6 +26,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env: dict[str, str] = {}
     for name in type(settings).model_fields:
         value = getattr(settings, name)
+        # --- ops: optional settings stay unset; tuples travel comma-separated ---------
+        if value is None:
+            continue
+        if isinstance(value, tuple):
+            value = ",".join(str(v) for v in value)
+        # --- end ops ----------------------------------------------------------------
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
         elif isinstance(value, dict):

@@ -1,0 +1,1 @@
+"""Operations: consumer-group lag, Burrow-style status, the /ops dashboard and /metrics."""

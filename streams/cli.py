@@ -187,6 +187,16 @@ def bench(ctx: click.Context) -> None:
             ctx.invoke(command)
 
 
+# --- ingest: dlq, demo, bench collector ------------------------------------------------
+from streams.bench.collector import bench_collector  # noqa: E402
+from streams.ingest.commands import demo, dlq  # noqa: E402
+
+bench.add_command(bench_collector)
+main.add_command(dlq)
+main.add_command(demo)
+# --- end ingest -------------------------------------------------------------------------
+
+
 # --- up -------------------------------------------------------------------------------
 @main.command()
 @click.option("--fresh", is_flag=True, help="Wipe local Kafka and PostgreSQL data first.")

@@ -23,4 +23,7 @@ def create_web_app(settings: Settings) -> web.Application:
 
     app.router.add_get("/healthz", healthz)
     # Domain routes (one line each):
+    from streams.ingest.views import register as register_ingest  # ingest: collector /v1/*
+
+    register_ingest(app, settings)  # ingest
     return app

@@ -249,12 +249,16 @@ def schema_error(validator: jsonschema_rs.Validator, doc: object) -> tuple[str, 
     if validator.is_valid(doc):
         return None
     for error in validator.iter_errors(doc):
-        pointer = _pointer(error.instance_path)
         kind = type(error.kind).__name__
-        if kind in ("AnyOf", "OneOf", "OneOfNotValid", "OneOfMultipleValid"):
+        path = list(error.instance_path)
+        if kind == "Required":  # point at the missing field, not at its parent
+            path.append(error.kind.property)
+            message = "is required"
+        elif kind in ("AnyOf", "OneOf", "OneOfNotValid", "OneOfMultipleValid"):
             message = "does not match any of the allowed forms"
         else:
             message = _clip(error.message)
+        pointer = _pointer(path)
         return pointer, f"{pointer or 'event'}: {message}"
     return "", "event: invalid"  # pragma: no cover - is_valid and iter_errors disagree
 

@@ -189,4 +189,17 @@ def register(app: web.Application, settings: Settings, *, collector: Collector |
     app.router.add_post("/v1/batch", endpoint(None))
     # Segment's import endpoint takes the same body as batch.
     app.router.add_post("/v1/import", endpoint(None))
+
+    async def unknown_type(request: web.Request) -> web.Response:
+        # Segment's /v1/group and anything else: a JSON 400 naming the type, not a 404.
+        source = logic.authenticate(request.headers.get("Authorization"),
+                                    settings.write_keys)
+        if isinstance(source, RequestError):
+            return collector._refuse(source)  # noqa: SLF001
+        name = request.match_info["type"][:40]
+        return collector._refuse(RequestError(  # noqa: SLF001
+            400, "unknown_type", "type",
+            f"unknown type {name!r}; expected one of {', '.join(SINGLE_TYPES)} or batch"))
+
+    app.router.add_post("/v1/{type}", unknown_type)
     return collector

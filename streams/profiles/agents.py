@@ -67,6 +67,9 @@ def register(app: faust.App, settings: Settings) -> None:
                 detector.observe(len(good), [err.reason for err in bad])
             except SystemicFailure as exc:
                 log.critical("%s", exc)
+                # Shutting down would otherwise wait for this unacknowledged batch forever;
+                # leaving it unacknowledged (so it is read again after the fix) is the point.
+                app.conf.stream_wait_empty = False
                 await app.crash(exc)  # the worker stops and exits non-zero
                 return
             for err in bad:

@@ -126,8 +126,8 @@ async def measure_raw_writer(settings: Settings, values: list[tuple[str, bytes, 
         await writer.stop()
 
 
-async def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
+async def _wait_ready(url: str, proc: subprocess.Popen, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
     async with ClientSession() as session:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -139,7 +139,7 @@ async def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60.0) -
             except OSError:
                 pass
             await asyncio.sleep(0.2)
-    raise RuntimeError(f"streams serve did not answer on {url} within {timeout:.0f}s")
+    raise RuntimeError(f"streams serve did not answer on {url} within {within:.0f}s")
 
 
 async def load_collector(
@@ -181,6 +181,18 @@ async def load_collector(
         started = time.perf_counter()
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
         return time.perf_counter() - started, accepted, failed
+
+
+def _start_server(settings: Settings, log_path: str | None) -> subprocess.Popen:
+    """``streams serve`` in its own session, its output to ``log_path``."""
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        return subprocess.Popen([sys.executable, "-m", "streams", "serve"],
+                                env=_settings_env(settings), stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    finally:
+        if log is not subprocess.DEVNULL:
+            log.close()  # the child has its own copy
 
 
 def _settings_env(settings: Settings) -> dict[str, str]:
@@ -247,10 +259,7 @@ async def run_bench(
             bodies.append((orjson.dumps({"batch": chunk,
                                          "sentAt": "2026-11-01T10:00:00.500Z"}), len(chunk)))
         url = f"http://127.0.0.1:{bench_settings.http_port}"
-        log = open(log_path, "wb") if log_path else subprocess.DEVNULL
-        proc = subprocess.Popen([sys.executable, "-m", "streams", "serve"],
-                                env=_settings_env(bench_settings), stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = _start_server(bench_settings, log_path)
         await _wait_ready(url, proc)
         say(f"collector /v1/batch: {events} events in batches of {batch_size}, "
             f"{concurrency} concurrent requests...")

@@ -117,7 +117,8 @@ def _load_fixed(path: Path) -> dict[tuple[int, int], dict]:
         try:
             doc = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            raise click.BadParameter(f"line {number}: not JSON: {exc}", param_hint="--fixed")
+            raise click.BadParameter(f"line {number}: not JSON: {exc}",
+                                     param_hint="--fixed") from exc
         if not isinstance(doc, dict) or not isinstance(doc.get("event"), dict) or not all(
                 isinstance(doc.get(k), int) for k in ("partition", "offset")):
             raise click.BadParameter(
@@ -143,8 +144,9 @@ async def _replay(settings: Settings, letters, fixed, dry_run: bool):
         await writer.start()
         try:
             await writer.write([
-                OutgoingRecord(r.topic, r.key, r.value, [
-                    (HEADER_REPLAYED, f"{r.dead_letter.partition}:{r.dead_letter.offset}".encode())])
+                OutgoingRecord(r.topic, r.key, r.value, [(
+                    HEADER_REPLAYED,
+                    f"{r.dead_letter.partition}:{r.dead_letter.offset}".encode())])
                 for r in replays])
         finally:
             await writer.stop()
@@ -200,7 +202,8 @@ def dlq_replay(fixed_path: Path | None, origin: str | None, topic: str | None,
             table.add_row(f"{letter.partition}/{letter.offset}", "[yellow]still invalid[/yellow]",
                           plan.reason)
     console.print(table)
-    console.print(f"{done} {'would be ' if dry_run else ''}replayed, {len(plans) - done} still invalid")
+    console.print(f"{done} {'would be ' if dry_run else ''}replayed, "
+                  f"{len(plans) - done} still invalid")
 
 
 # --- demo ----------------------------------------------------------------------------------
@@ -293,8 +296,9 @@ async def run_demo(
                         stats.rejected += doc.get("deadLettered", 0)
                     else:
                         stats.failed_requests += 1
-                        stats.last_error = f"{resp.status}: {answer[:200].decode('utf-8', 'replace')}"
-            except (ClientError, asyncio.TimeoutError, OSError) as exc:
+                        text = answer[:200].decode("utf-8", "replace")
+                        stats.last_error = f"{resp.status}: {text}"
+            except (TimeoutError, ClientError, OSError) as exc:
                 stats.failed_requests += 1
                 stats.last_error = f"{type(exc).__name__}: {exc}"
 
@@ -346,8 +350,9 @@ def demo(people_count: int, rate: float, duration: float, url: str | None, bad_s
     settings = _settings()
     url = (url or f"http://{settings.http_host}:{settings.http_port}").rstrip("/")
     stats = DemoStats()
-    progress = Progress(TextColumn("[bold]demo"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                        TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn())
+    progress = Progress(TextColumn("[bold]demo"), BarColumn(),
+                        TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+                        TextColumn("left"), TimeRemainingColumn())
     task = progress.add_task("demo", total=duration)
 
     def render():

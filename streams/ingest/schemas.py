@@ -71,7 +71,8 @@ def load_schemas(directory: Path | None = None) -> SchemaSet:
     needed = [ENVELOPE, DLQ, *TOPIC_SCHEMAS.values()]
     missing = [n for n in needed if n not in docs]
     if missing:
-        raise SchemaLoadError(f"{root}: missing schema file(s) {', '.join(m + '.json' for m in missing)}")
+        files = ", ".join(m + ".json" for m in missing)
+        raise SchemaLoadError(f"{root}: missing schema file(s) {files}")
     registry = jsonschema_rs.Registry(list(by_id.items()))
 
     def compile_one(name: str) -> jsonschema_rs.Validator:

@@ -123,9 +123,10 @@ def next_events(person: Person, rng: random.Random, now: datetime) -> list[SimEv
     if not person.signed_in or roll < 0.35:
         page = rng.choice(WEB_PAGES)
         path = f"/products/{product}" if page == "Product" else f"/{page.lower().replace(' ', '-')}"
-        events = [SimEvent("web", {"type": "page", "name": page, **_ids(person, person.web_anonymous_id),
-                                   "properties": {"path": path, "category": rng.choice(CATEGORIES)},
-                                   "context": _web_context(person, path), **times})]
+        events = [SimEvent("web", {
+            "type": "page", "name": page, **_ids(person, person.web_anonymous_id),
+            "properties": {"path": path, "category": rng.choice(CATEGORIES)},
+            "context": _web_context(person, path), **times})]
         if rng.random() < 0.6:
             events.append(SimEvent("web", {
                 "type": "track", "event": rng.choice(("Product Clicked", "Product Added",
@@ -161,7 +162,8 @@ def next_events(person: Person, rng: random.Random, now: datetime) -> list[SimEv
                 "type": "identify", **_ids(person, person.app_anonymous_id),
                 "traits": {"email": person.email}, "context": _app_context(person), **times}))
         events.append(SimEvent("mobile", {
-            "type": "screen", "name": rng.choice(APP_SCREENS), **_ids(person, person.app_anonymous_id),
+            "type": "screen", "name": rng.choice(APP_SCREENS),
+            **_ids(person, person.app_anonymous_id),
             "properties": {"product_id": product}, "context": _app_context(person), **times}))
         if rng.random() < 0.5:
             events.append(SimEvent("mobile", {
@@ -197,7 +199,7 @@ def next_events(person: Person, rng: random.Random, now: datetime) -> list[SimEv
         return next_events_web_only(person, rng, now)
     channel = rng.choice(sorted(person.social))
     handle = person.social[channel]
-    names, weights = zip(*SOCIAL_EVENTS)
+    names, weights = zip(*SOCIAL_EVENTS, strict=True)
     event_name = rng.choices(names, weights)[0]
     external = [{"id": handle, "type": f"{channel}_handle", "collection": "users",
                  "encoding": "none"}]

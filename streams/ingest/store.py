@@ -15,8 +15,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
-from streams.ingest.models import Kind
 from streams.ingest.logic import TopicKinds
+from streams.ingest.models import Kind
 from streams.settings import Settings
 
 

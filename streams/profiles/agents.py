@@ -15,6 +15,7 @@ import faust
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from streams.db import async_engine
+
 # --- ingest: processing-side validation and dead letters (streams/ingest) ---
 from streams.ingest.logic import (
     DlqLimit,
@@ -26,6 +27,7 @@ from streams.ingest.logic import (
     validation_outcomes,
 )
 from streams.ingest.store import topic_kinds, utc_now
+
 # --- end ingest ---
 from streams.profiles.store import ProfileStore
 from streams.settings import Settings

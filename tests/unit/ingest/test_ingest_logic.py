@@ -33,8 +33,9 @@ def make_event(**overrides) -> dict:
 
 
 def normalize(raw, key_source="web", **kw) -> RoutedEvent | Rejection:
-    return logic.normalize_event(raw, index=kw.pop("index", None), path_type=kw.pop("path_type", None),
-                                 key_source=key_source, received_at=kw.pop("received_at", NOW), **kw)
+    return logic.normalize_event(
+        raw, index=kw.pop("index", None), path_type=kw.pop("path_type", None),
+        key_source=key_source, received_at=kw.pop("received_at", NOW), **kw)
 
 
 def routed(raw, key_source="web", **kw) -> tuple[RoutedEvent, dict]:
@@ -339,7 +340,8 @@ def test_validate_record_accepts_a_valid_event_and_fills_source():
                                    "timestamp": "2026-11-01T10:00:00Z"}), "/type", "view"),
     ("events.social", None, "/socialChannel", "socialChannel"),
     ("events.click", orjson.dumps({"type": "track", "event": "x", "userId": "u",
-                                   "timestamp": "2026-11-01T10:00:00Z"}), "/messageId", "messageId"),
+                                   "timestamp": "2026-11-01T10:00:00Z"}),
+     "/messageId", "messageId"),
     ("events.click", orjson.dumps({"type": "track", "event": "x", "messageId": "m",
                                    "timestamp": "2026-11-01T10:00:00Z"}), "/userId", "anonymousId"),
 ])

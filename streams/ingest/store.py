@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -40,9 +41,9 @@ def topic_for(settings: Settings, kind: Kind) -> str:
     return settings.topic(base)
 
 
-@dataclass(frozen=True, slots=True)
-class OutgoingRecord:
-    """One record to write: topic, key, value and headers."""
+class OutgoingRecord(NamedTuple):
+    """One record to write: topic, key, value and headers (a named tuple: one is made
+    per event on the hot path)."""
 
     topic: str
     key: bytes | None
@@ -195,7 +196,7 @@ class EventWriter:
             batch = open_batches.get((r.topic, partition))
             if batch is None:
                 batch = self._new_batch(r.topic, partition)
-            headers = list(r.headers)
+            headers = list(r.headers) if r.headers else []
             if batch.builder.append(timestamp=None, key=r.key, value=r.value,
                                     headers=headers) is None:
                 self._submit(batch)  # full: send it, start the next one

@@ -117,7 +117,7 @@ class Collector:
             return self._refuse(logic.rate_limited(source, wait, self.rate_limiter.rate))
         now = self.clock()
         plan = logic.plan_events(parsed, path_type=path_type, key_source=source,
-                                 received_at=now, schemas=self.schemas)
+                                 received_at=now, schemas=self.schemas, limits=self.limits)
         if isinstance(plan, RequestError):
             return self._refuse(plan)
 

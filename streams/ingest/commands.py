@@ -87,6 +87,8 @@ def dlq_list(limit: int, origin: str | None, topic: str | None, as_json: bool) -
     except Exception as exc:  # noqa: BLE001 - one clear line for a connection failure
         _fail(f"cannot read {settings.topic(settings.topic_dlq)} from Kafka at "
               f"{settings.kafka_bootstrap}: {exc}")
+    # Most recent last: by when they were dead-lettered (partitions interleave).
+    letters.sort(key=lambda lt: (lt.dead_lettered_at or "", lt.partition, lt.offset))
     shown = list(deque(letters, maxlen=limit))
     if as_json:
         for letter in shown:

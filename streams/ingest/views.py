@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 
 import orjson
@@ -41,6 +41,7 @@ class Collector:
         self, settings: Settings, *, writer: EventWriter | None = None,
         clock: Callable[[], datetime] = utc_now, monotonic: Callable[[], float] = time.monotonic,
         schemas: SchemaSet | None = None,
+        prepare_topics: Callable[[Settings], Awaitable[object]] | None = None,
     ):
         allowed = set(SOURCES) | set(SOCIAL_CHANNELS)
         allowed.discard("social")
@@ -51,6 +52,7 @@ class Collector:
                     f"STREAMS_WRITE_KEYS entry #{position} binds a key to unknown source "
                     f"{source!r}; expected one of {', '.join(sorted(allowed))}")
         self.settings = settings
+        self.prepare_topics = prepare_topics
         self.writer = writer or EventWriter(settings)
         self.clock = clock
         self.monotonic = monotonic
@@ -64,9 +66,12 @@ class Collector:
 
     async def lifespan(self, _app: web.Application) -> AsyncIterator[None]:
         """aiohttp cleanup context: make sure topics exist, start and stop the producer."""
-        from streams.topics import ensure_topics
+        if self.prepare_topics is None:
+            from streams.topics import ensure_topics
 
-        await ensure_topics(self.settings)
+            await ensure_topics(self.settings)
+        else:
+            await self.prepare_topics(self.settings)
         await self.writer.start()
         # Requests allocate many short-lived, acyclic dicts (parsed events), which
         # reference counting frees; the cyclic collector's frequent young-generation

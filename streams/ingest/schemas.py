@@ -51,12 +51,25 @@ class SchemaSet:
         raise KeyError(name)
 
 
+def schema_dir() -> Path:
+    """Where the schemas are: ``STREAMS_SCHEMA_DIR``, else ``schemas/`` beside the package
+    (a source checkout or editable install), else ``./schemas`` (an image that copied the
+    repository's folder next to a regular install). Raises SchemaLoadError naming them."""
+    candidates = [Path(p) for p in (os.environ.get("STREAMS_SCHEMA_DIR"),) if p]
+    candidates += [DEFAULT_DIR, Path.cwd() / "schemas"]
+    for candidate in candidates:
+        if (candidate / VERSION).is_dir():
+            return candidate
+    raise SchemaLoadError("no schemas/" + VERSION + " folder in " +
+                          ", ".join(str(c) for c in candidates) + " (set STREAMS_SCHEMA_DIR)")
+
+
 def load_schemas(directory: Path | None = None) -> SchemaSet:
     """Read and compile every schema of the current version. Blocks on file reads.
 
     Raises SchemaLoadError naming the file when one is missing or invalid.
     """
-    root = Path(directory or os.environ.get("STREAMS_SCHEMA_DIR") or DEFAULT_DIR) / VERSION
+    root = Path(directory or schema_dir()) / VERSION
     docs: dict[str, dict] = {}
     by_id: dict[str, dict] = {}
     for path in sorted(root.glob("*.json")):

@@ -45,3 +45,19 @@ def test_missing_schema_file_is_named(tmp_path: Path):
     (tmp_path / "v1" / "envelope.json").write_text('{"$id": "https://x.invalid/e.json"}')
     with pytest.raises(SchemaLoadError, match="events.click.json"):
         load_schemas(tmp_path)
+
+
+def test_schema_dir_from_environment_else_beside_package_else_cwd(tmp_path, monkeypatch):
+    from streams.ingest import schemas
+
+    (tmp_path / "mine" / "v1").mkdir(parents=True)
+    monkeypatch.setenv("STREAMS_SCHEMA_DIR", str(tmp_path / "mine"))
+    assert schemas.schema_dir() == tmp_path / "mine"
+    monkeypatch.delenv("STREAMS_SCHEMA_DIR")
+    assert schemas.schema_dir() == schemas.DEFAULT_DIR
+    monkeypatch.setattr(schemas, "DEFAULT_DIR", tmp_path / "nowhere")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SchemaLoadError, match="STREAMS_SCHEMA_DIR"):
+        schemas.schema_dir()
+    (tmp_path / "schemas" / "v1").mkdir(parents=True)
+    assert schemas.schema_dir() == tmp_path / "schemas"

@@ -77,11 +77,14 @@ class Collector:
         # reference counting frees; the cyclic collector's frequent young-generation
         # passes over them cost about a third of the per-event time. Move everything
         # loaded so far out of its sight and run it less often.
+        thresholds = gc.get_threshold()
         gc.freeze()
         gc.set_threshold(20_000, 50, 100)
         try:
             yield
         finally:
+            gc.set_threshold(*thresholds)
+            gc.unfreeze()
             await self.writer.stop()
 
     # --- request handling ---------------------------------------------------------------

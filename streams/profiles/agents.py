@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 
 import faust
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -72,11 +74,31 @@ def register(app: faust.App, settings: Settings) -> None:
                 # Shutting down would otherwise wait for this unacknowledged batch forever;
                 # leaving it unacknowledged (so it is read again after the fix) is the point.
                 app.conf.stream_wait_empty = False
+                exit_if_still_running(SYSTEMIC_EXIT_GRACE)
                 await app.crash(exc)  # the worker stops and exits non-zero
                 return
             for err in bad:
                 await dead_letter(dlq, err)
             await write_with_retry(store(), good)
+
+
+# A crashed worker's shutdown can hang in faust's consumer; after this long it exits hard,
+# which is safe: the failing batch was never acknowledged, so nothing is lost.
+SYSTEMIC_EXIT_GRACE = 20.0
+
+
+def exit_if_still_running(seconds: float) -> None:
+    """Exit the process (status 1) after ``seconds`` unless it has ended by then."""
+
+    def bail() -> None:
+        log.critical("shutdown did not finish within %.0fs after a systemic failure; exiting",
+                     seconds)
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, bail)
+    timer.daemon = True
+    timer.start()
 
 
 async def dead_letter(dlq: faust.TopicT, err: InvalidEvent) -> None:

@@ -4,6 +4,25 @@
 user name). A request is answered 200 only after Kafka acknowledged every event of it
 (and every dead letter of its rejected events). The work per request is in
 ``streams.ingest.logic``; this module reads the body, calls it and writes the result.
+
+Answers (every body is JSON; errors carry ``error``, ``field`` and ``message``):
+
+=====  ==========================================================================
+200    ``{"success": true, "accepted": n}``, plus ``rejected`` (index, field, reason
+       of each invalid batch event, dead-lettered) and ``deadLettered``
+400    malformed JSON, a body of the wrong shape, an undecodable Content-Encoding, an
+       invalid single event (missing both userId and anonymousId, a schema
+       violation), an unknown type (``/v1/group`` ...)
+401    no, malformed or unknown write key
+413    request over ``collector_max_request_bytes`` (500 KB) or an event over
+       ``collector_max_event_bytes`` (32 KB, measured on the event's JSON as written)
+429    over the key's rate (token bucket of ``collector_rate`` events/s, burst
+       ``collector_burst``), with ``Retry-After``
+503    Kafka did not acknowledge in ``collector_ack_timeout``; retrying is safe (the
+       messageIds deduplicate)
+=====  ==========================================================================
+
+Nothing of a request answered 400, 401, 413 or 429 is written.
 """
 
 from __future__ import annotations
@@ -16,6 +35,7 @@ from datetime import datetime
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from streams.ingest import logic
 from streams.ingest.metrics import COUNTERS, EVENTS_ACCEPTED, EVENTS_REJECTED, REQUESTS_REFUSED
@@ -99,7 +119,14 @@ class Collector:
         chunks: list[bytes] = []
         size = 0
         while True:
-            chunk = await request.content.readany()
+            try:
+                chunk = await request.content.readany()
+            except RequestPayloadError as exc:
+                # For example a body that says gzip but is not: aiohttp cannot decode it.
+                encoding = request.headers.get("Content-Encoding", "")[:40] or "none"
+                return RequestError(400, "malformed_body", "Content-Encoding",
+                                    f"request body cannot be read with Content-Encoding "
+                                    f"{encoding!r}: {str(exc).splitlines()[-1].strip()}")
             if not chunk:
                 break
             size += len(chunk)

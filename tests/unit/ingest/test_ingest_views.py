@@ -83,6 +83,20 @@ async def test_writer_failure_is_503_naming_kafka():
         await client.close()
 
 
+async def test_body_that_cannot_be_decoded_is_400_naming_content_encoding():
+    writer = GatedWriter()
+    writer.gate.set()
+    client = await _client(writer)
+    try:
+        response = await client.post("/v1/batch", data=b"\x1f\x8bnot gzip at all",
+                                      headers={**AUTH, "Content-Encoding": "gzip"})
+        body = await response.json()
+        assert response.status == 400 and body["field"] == "Content-Encoding"
+        assert "gzip" in body["message"] and writer.written == []
+    finally:
+        await client.close()
+
+
 def test_write_key_bound_to_unknown_source_is_refused_at_startup():
     settings = load_settings(write_keys="wk_a=web,wk_b=fax")
     with pytest.raises(CollectorConfigError, match="#2") as info:

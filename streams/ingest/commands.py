@@ -261,7 +261,8 @@ async def run_demo(
     """Post simulated traffic to the collector at ``url`` for ``duration`` seconds.
 
     Events are grouped per source into /v1/batch requests with that source's write key,
-    every 200 ms. Raises RuntimeError when a needed source has no write key.
+    every 200 ms. Raises RuntimeError when a needed source has no write key or no collector
+    answers at ``url``.
     """
     from aiohttp import ClientError, ClientSession, ClientTimeout
 
@@ -285,6 +286,13 @@ async def run_demo(
     owed = 0.0
 
     async with ClientSession(timeout=ClientTimeout(total=30)) as session:
+        try:
+            async with session.get(f"{url}/healthz") as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"{url}/healthz answered {resp.status}")
+        except (TimeoutError, ClientError, OSError) as exc:
+            raise RuntimeError(f"no collector answers at {url} ({type(exc).__name__}); "
+                               "start one with `streams serve`") from exc
 
         async def post(source: str, events: list[dict]) -> None:
             body = orjson.dumps({"batch": events, "sentAt": events[-1].get("sentAt")})
@@ -373,6 +381,7 @@ def demo(people_count: int, rate: float, duration: float, url: str | None, bad_s
             progress.update(task, completed=duration)
             live.update(render())
     except RuntimeError as exc:
+        console.print()
         _fail(str(exc))
     except KeyboardInterrupt:
         console.print("stopped")

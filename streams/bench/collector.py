@@ -48,6 +48,7 @@ class BenchResult:
     concurrency: int
     # CPU time per event: of this process during the raw phase, of the collector process
     # during the load phase. Less sensitive than rates to other load on the machine.
+    topic_prefix: str = ""
     raw_cpu_us_per_event: float = 0.0
     collector_cpu_us_per_event: float = 0.0
     writer_events_per_second: float = 0.0
@@ -284,6 +285,7 @@ async def run_bench(
             collector_events_per_second=accepted / seconds if seconds else 0.0,
             collector_seconds=seconds, collector_accepted=accepted,
             collector_failed_requests=failed, batch_size=batch_size, concurrency=concurrency,
+            topic_prefix=bench_settings.topic_prefix,
             raw_cpu_us_per_event=raw_cpu / events * 1e6,
             collector_cpu_us_per_event=server_cpu / max(accepted, 1) * 1e6,
             writer_events_per_second=events / writer_seconds,

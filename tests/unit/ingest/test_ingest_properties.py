@@ -18,7 +18,9 @@ TOPICS = {"click": "events.click", "view": "events.view", "social": "events.soci
           "identify": "events.identify"}
 
 ids = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=40)
-moments = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1),
+# Hypothesis takes naive bounds and attaches the zone itself.
+moments = st.datetimes(min_value=datetime(2020, 1, 1),  # noqa: DTZ001
+                       max_value=datetime(2030, 1, 1),  # noqa: DTZ001
                        timezones=st.just(UTC))
 json_scalars = st.none() | st.booleans() | st.integers(-10**9, 10**9) | st.text(max_size=20)
 props = st.dictionaries(st.text(min_size=1, max_size=10), json_scalars, max_size=5)

@@ -21,7 +21,7 @@ import math
 import uuid
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import jsonschema_rs
@@ -289,8 +289,19 @@ def _type_error(event: Mapping) -> tuple[str, str] | None:
 # --- authentication ---------------------------------------------------------------------
 
 
-def authenticate(authorization: str | None, write_keys: Mapping[str, str]) -> str | RequestError:
-    """The source bound to the request's write key (HTTP Basic, key as user name), or a 401.
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent a request: the write key (a credential: never log or echo it) and the
+    source it is bound to."""
+
+    write_key: str = field(repr=False)
+    source: str
+
+
+def authenticate(
+    authorization: str | None, write_keys: Mapping[str, str]
+) -> Caller | RequestError:
+    """The caller of a request (HTTP Basic, write key as user name), or a 401.
 
     The error never repeats the key.
     """
@@ -312,7 +323,7 @@ def authenticate(authorization: str | None, write_keys: Mapping[str, str]) -> st
     source = write_keys.get(write_key)
     if source is None:
         return RequestError(401, "unauthorized", "Authorization", "unknown write key")
-    return source
+    return Caller(write_key, source)
 
 
 # --- requests ---------------------------------------------------------------------------

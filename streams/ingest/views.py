@@ -137,17 +137,19 @@ class Collector:
 
     async def handle(self, request: web.Request, path_type: str | None) -> web.Response:
         """Serve one collector call; ``path_type`` is None for /v1/batch."""
-        source = logic.authenticate(request.headers.get("Authorization"),
+        caller = logic.authenticate(request.headers.get("Authorization"),
                                     self.settings.write_keys)
-        if isinstance(source, RequestError):
-            return self._refuse(source)
+        if isinstance(caller, RequestError):
+            return self._refuse(caller)
+        source = caller.source
         body = await self._read_body(request)
         if isinstance(body, RequestError):
             return self._refuse(body)
         parsed = logic.parse_request(body, path_type, self.limits)
         if isinstance(parsed, RequestError):
             return self._refuse(parsed)
-        wait = self.rate_limiter.take(source, len(parsed.events), self.monotonic())
+        # The bucket is per write key; the answer names its source, never the key.
+        wait = self.rate_limiter.take(caller.write_key, len(parsed.events), self.monotonic())
         if wait > 0:
             return self._refuse(logic.rate_limited(source, wait, self.rate_limiter.rate))
         now = self.clock()

@@ -107,7 +107,8 @@ async def test_single_event_schema_violations_are_400_naming_the_field(make_sett
 
 
 async def test_over_the_key_rate_is_429_with_retry_after(make_settings, start_collector):
-    settings = make_settings(collector_rate=0.5, collector_burst=3)
+    settings = make_settings(collector_rate=0.5, collector_burst=3,
+                             write_keys={"wk_web": "web", "wk_web2": "web", "wk_app": "mobile"})
     client = await start_collector(settings)
     batch = {"batch": [{"type": "page", "anonymousId": f"a{i}"} for i in range(3)]}
     status, answer, _ = await client.post("/v1/batch", batch)
@@ -115,11 +116,14 @@ async def test_over_the_key_rate_is_429_with_retry_after(make_settings, start_co
     status, answer, headers = await client.post("/v1/batch", batch)
     assert status == 429 and answer["field"] == "rate"
     assert int(headers["Retry-After"]) >= 1 and answer["retryAfter"] == int(headers["Retry-After"])
-    # The limit is per key: another source is not affected.
+    assert "wk_web" not in answer["message"] and "'web'" in answer["message"]
+    # The limit is per write key: another key, of the same source or not, is not affected.
     status, _, _ = await client.post("/v1/screen", {"name": "Home", "userId": "u"}, "wk_app")
     assert status == 200
+    status, _, _ = await client.post("/v1/page", {"name": "Home", "userId": "u"}, "wk_web2")
+    assert status == 200
     events = await read_events(settings)
-    assert len(events["view"]) == 4
+    assert len(events["view"]) == 5
 
 
 async def test_partial_batch_accepts_valid_and_dead_letters_invalid(make_settings,

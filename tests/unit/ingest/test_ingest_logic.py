@@ -287,7 +287,9 @@ def basic(key: str) -> str:
 
 
 def test_authenticate_binds_key_to_source():
-    assert logic.authenticate(basic("wk_watch"), KEYS) == "smartwatch"
+    caller = logic.authenticate(basic("wk_watch"), KEYS)
+    assert (caller.write_key, caller.source) == ("wk_watch", "smartwatch")
+    assert "wk_watch" not in repr(caller)
 
 
 @pytest.mark.parametrize("header", [None, "", "Bearer abc", "Basic ???", basic("wk_nope")])

@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     # the longest a lone event waits before its batch is sent.
     producer_linger_ms: int = Field(15, ge=0)
     producer_max_batch_bytes: int = Field(256 * 1024, ge=16 * 1024)
+    # snappy, lz4 and zstd need the cramjam package (aiokafka's codecs); gzip needs nothing.
     producer_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     # Processing side: stop (instead of dead-lettering) when this share of the last
     # dlq_window events failed validation, once dlq_min_events were seen.

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import orjson
 import psutil
-from aiohttp import ClientSession, ClientTimeout, TCPConnector
 
 from streams.settings import Settings
 
@@ -134,6 +133,8 @@ async def measure_raw_writer(settings: Settings, values: list[tuple[str, bytes, 
 
 
 async def _wait_ready(url: str, proc: subprocess.Popen, within: float = 60.0) -> None:
+    from aiohttp import ClientSession
+
     deadline = time.monotonic() + within
     async with ClientSession() as session:
         while time.monotonic() < deadline:
@@ -155,6 +156,8 @@ async def load_collector(
 ) -> tuple[float, int, int]:
     """Post every body (bounded by ``time_cap`` seconds); returns (seconds, events
     accepted, failed requests)."""
+    from aiohttp import ClientSession, ClientTimeout, TCPConnector
+
     auth = "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()
     headers = {"Authorization": auth, "Content-Type": "application/json"}
     queue: asyncio.Queue[tuple[bytes, int]] = asyncio.Queue()

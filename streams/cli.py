@@ -195,6 +195,16 @@ def bench(ctx: click.Context) -> None:
             ctx.invoke(command)
 
 
+# --- ingest: dlq, demo, bench collector ------------------------------------------------
+from streams.bench.collector import bench_collector  # noqa: E402
+from streams.ingest.commands import demo, dlq  # noqa: E402
+
+bench.add_command(bench_collector)
+main.add_command(dlq)
+main.add_command(demo)
+# --- end ingest -------------------------------------------------------------------------
+
+
 # --- up -------------------------------------------------------------------------------
 # The long-running parts `streams up` starts, each its own process (the order is the start
 # order). Domains that add a part (demo traffic, triggers) append to this list.

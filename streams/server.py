@@ -25,4 +25,6 @@ def create_web_app(settings: Settings) -> web.Application:
     # Domain routes (one line each):
     from streams.ops.views import register as register_ops  # ops: /ops, /metrics
     register_ops(app, settings)
+    from streams.ingest.views import register as register_ingest  # ingest: collector /v1/*
+    register_ingest(app, settings)
     return app

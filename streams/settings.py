@@ -7,7 +7,7 @@ Secrets (the database URL carries a password, write keys are credentials) are he
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
@@ -74,6 +74,29 @@ class Settings(BaseSettings):
     batch_seconds: float = Field(0.5, gt=0)
     commit_interval: float = Field(1.0, gt=0)
     log_level: str = "info"
+
+    # --- ingest: collector and dead letters (streams/ingest) --------------------------
+    # Per write key, in events per second; 0 turns rate limiting off.
+    collector_rate: float = Field(5000.0, ge=0)
+    # Events a key may send at once before the rate applies.
+    collector_burst: float = Field(20000.0, ge=1)
+    collector_max_event_bytes: int = Field(32 * 1024, ge=1024)
+    collector_max_request_bytes: int = Field(500 * 1024, ge=1024)
+    # How long a request waits for Kafka's acknowledgement before answering 503.
+    collector_ack_timeout: float = Field(30.0, gt=0)
+    # The collector's producer: acks=all and idempotence are fixed; these tune batching.
+    # 15 ms lets concurrent requests share record batches (fewer produce requests); it is
+    # the longest a lone event waits before its batch is sent.
+    producer_linger_ms: int = Field(15, ge=0)
+    producer_max_batch_bytes: int = Field(256 * 1024, ge=16 * 1024)
+    # snappy, lz4 and zstd need the cramjam package (aiokafka's codecs); gzip needs nothing.
+    producer_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    # Processing side: stop (instead of dead-lettering) when this share of the last
+    # dlq_window events failed validation, once dlq_min_events were seen.
+    dlq_max_invalid_ratio: float = Field(0.95, gt=0, le=1)
+    dlq_window: int = Field(1000, ge=1)
+    dlq_min_events: int = Field(200, ge=1)
+    # --- end ingest ---------------------------------------------------------------------
 
     # --- local infrastructure (``streams infra``) -----------------------------------
     data_dir: Path = Path(".streams")

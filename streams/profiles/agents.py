@@ -10,12 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 
 import faust
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from streams.db import async_engine
-from streams.profiles.logic import DecodeError, decode_record
+
+# --- ingest: processing-side validation and dead letters (streams/ingest) ---
+from streams.ingest.logic import (
+    DlqLimit,
+    InvalidEvent,
+    SystemicFailure,
+    SystemicFailureDetector,
+    dead_letter_for_record,
+    validate_record,
+    validation_outcomes,
+)
+from streams.ingest.store import topic_kinds, utc_now
+
+# --- end ingest ---
 from streams.profiles.store import ProfileStore
 from streams.settings import Settings
 
@@ -39,28 +54,57 @@ def register(app: faust.App, settings: Settings) -> None:
             state["store"] = ProfileStore(async_engine(settings))
         return state["store"]
 
+    kinds = topic_kinds(settings)
+    detector = SystemicFailureDetector(DlqLimit(
+        settings.dlq_max_invalid_ratio, settings.dlq_window, settings.dlq_min_events))
+
     @app.agent(topics, name="fold_events_into_profiles")
     async def fold_events_into_profiles(stream):
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_seconds):
-            good, bad = [], []
-            for event in batch:
-                msg = event.message
-                decoded = decode_record(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
-                (bad if isinstance(decoded, DecodeError) else good).append(decoded)
+            good, bad = validation_outcomes(
+                validate_record(m.topic, m.partition, m.offset, m.key, m.value, kinds=kinds)
+                for m in (event.message for event in batch)
+            )
+            try:
+                # Before any dead letter of this batch is sent: a tripped limit leaves the
+                # whole batch unacknowledged, to be read again once the cause is fixed.
+                detector.observe(len(good), [err.reason for err in bad])
+            except SystemicFailure as exc:
+                log.critical("%s", exc)
+                # Shutting down would otherwise wait for this unacknowledged batch forever;
+                # leaving it unacknowledged (so it is read again after the fix) is the point.
+                app.conf.stream_wait_empty = False
+                exit_if_still_running(SYSTEMIC_EXIT_GRACE)
+                await app.crash(exc)  # the worker stops and exits non-zero
+                return
             for err in bad:
                 await dead_letter(dlq, err)
             await write_with_retry(store(), good)
 
 
-async def dead_letter(dlq: faust.TopicT, err: DecodeError) -> None:
-    """Send an undecodable record to the DLQ with headers naming where it came from."""
-    headers = {
-        "x-original-topic": err.topic.encode(),
-        "x-original-partition": str(err.partition).encode(),
-        "x-original-offset": str(err.offset).encode(),
-        "x-reason": err.reason.encode()[:1000],
-    }
-    fut = await dlq.send(key=err.key, value=err.value or b"", headers=headers)
+# A crashed worker's shutdown can hang in faust's consumer; after this long it exits hard,
+# which is safe: the failing batch was never acknowledged, so nothing is lost.
+SYSTEMIC_EXIT_GRACE = 20.0
+
+
+def exit_if_still_running(seconds: float) -> None:
+    """Exit the process (status 1) after ``seconds`` unless it has ended by then."""
+
+    def bail() -> None:
+        log.critical("shutdown did not finish within %.0fs after a systemic failure; exiting",
+                     seconds)
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, bail)
+    timer.daemon = True
+    timer.start()
+
+
+async def dead_letter(dlq: faust.TopicT, err: InvalidEvent) -> None:
+    """Send an invalid record to the DLQ with headers naming where it came from and why."""
+    letter = dead_letter_for_record(err, utc_now())
+    fut = await dlq.send(key=letter.key, value=letter.value, headers=letter.headers)
     await fut  # wait for the broker's ack before the batch's offsets may be committed
     log.warning("dead-lettered %s[%d]@%d: %s", err.topic, err.partition, err.offset, err.reason)
 

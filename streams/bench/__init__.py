@@ -1,0 +1,1 @@
+"""Benchmarks run by ``streams bench``; each compares against a baseline in the same run."""

@@ -10,6 +10,8 @@ from streams.settings import Settings
 def create_app(settings: Settings) -> faust.App:
     """Build the Faust app and register every agent on it. Does not connect to anything."""
     datadir = settings.data_dir.resolve() / "worker"
+    # Faust creates only the last level of its datadir; a fresh checkout has neither.
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.consumer_group,
         broker=f"kafka://{settings.kafka_bootstrap}",

@@ -48,7 +48,7 @@ def diff(stored: dict, expected: dict) -> str:
     return "\n".join(lines[:20])
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
 @given(logs=event_logs(min_size=10, max_size=40), partitions=st.sampled_from([1, 3, 5]),
        batch_size=st.sampled_from([1, 7, 50]), workers=st.sampled_from([1, 2]))
 async def test_pipeline_equals_oracle(make_settings, spawn_worker, logs, partitions,
@@ -129,4 +129,22 @@ async def test_sigkill_mid_stream_loses_nothing_counts_nothing_twice(make_settin
         stop(first)
         if second is not None:
             stop(second)
+        await drop_profiles_schema(s)
+
+
+async def test_two_workers_sharing_partitions_equal_the_oracle(make_settings, spawn_worker):
+    base = make_settings(topic_partitions=4, batch_size=13, **RULE_SETTINGS)
+    s = await with_profiles_schema(base)
+    await ensure_topics(s)
+    logs = random_log(5, 300)
+    procs = [spawn_worker(s, name="a"), spawn_worker(s, name="b")]
+    try:
+        await produce(s, logs)
+        await wait_until(lambda: group_caught_up(s), timeout=180, what="two workers caught up")
+        expected = oracle(logs, TEST_RULES).profiles
+        stored = await stored_profiles(s)
+        assert stored == expected, diff(stored, expected)
+    finally:
+        for p in procs:
+            stop(p)
         await drop_profiles_schema(s)

@@ -236,5 +236,14 @@ def up(fresh: bool, no_worker: bool) -> None:
         sys.exit(1)
 
 
+# --- profiles domain ------------------------------------------------------------------
+from streams.profiles.commands import profile as _profile_group, rebuild_cmd as _rebuild  # noqa: E402
+from streams.bench.pipeline import pipeline as _pipeline_bench  # noqa: E402
+
+main.add_command(_profile_group)
+main.add_command(_rebuild)
+bench.add_command(_pipeline_bench)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

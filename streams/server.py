@@ -23,4 +23,7 @@ def create_web_app(settings: Settings) -> web.Application:
 
     app.router.add_get("/healthz", healthz)
     # Domain routes (one line each):
+    from streams.profiles import views as profile_views  # profiles domain
+
+    profile_views.register(app, settings)
     return app

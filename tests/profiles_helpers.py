@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.db import async_engine
-from streams.profiles.store import ProfileStore, create_schema, drop_schema
+from streams.profiles.store import ProfileStore, create_schema, drop_schema, event_partitions
 from streams.settings import Settings
 from tests.helpers import unique
 
@@ -71,10 +71,9 @@ async def group_caught_up(settings: Settings) -> bool:
     await consumer.start()
     try:
         committed = await admin.list_consumer_group_offsets(settings.consumer_group)
-        from aiokafka import TopicPartition
-        tps = [TopicPartition(t, p) for t in settings.event_topics
-               for p in (consumer.partitions_for_topic(t) or
-                         await _partitions(consumer, t))]
+        tps = await event_partitions(settings)
+        if not tps:
+            return False
         ends = await consumer.end_offsets(tps)
         for tp in tps:
             if ends[tp] == 0:
@@ -86,11 +85,6 @@ async def group_caught_up(settings: Settings) -> bool:
     finally:
         await consumer.stop()
         await admin.close()
-
-
-async def _partitions(consumer, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()  # noqa: SLF001 - fresh metadata
-    return consumer.partitions_for_topic(topic) or set()
 
 
 async def stored_profiles(settings: Settings) -> dict[str, dict]:

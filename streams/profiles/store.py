@@ -176,10 +176,11 @@ class ProfileStore:
                      "ON CONFLICT DO NOTHING"), [{"m": m, "r": r} for m, r in skipped])
             for _, reason in skipped:
                 outcome.skipped[reason] = outcome.skipped.get(reason, 0) + 1
-        for component_ids, group in group_events(fresh, usable, mapping):
-            outcome.groups += 1
-            outcome.replays += await self._write_group(conn, sorted(component_ids), group)
-            outcome.applied += len(group)
+        groups = [(sorted(cids), group, False)
+                  for cids, group in group_events(fresh, usable, mapping)]
+        outcome.groups = len(groups)
+        outcome.applied = len(fresh)
+        outcome.replays = await self._write_groups(conn, groups)
         return outcome
 
     async def _known_messages(self, conn: AsyncConnection, message_ids: list[str]) -> set[str]:
@@ -192,171 +193,82 @@ class ProfileStore:
     async def _load_profiles(self, conn: AsyncConnection, component_ids: list[int]
                              ) -> dict[str, dict]:
         rows = await conn.execute(text(
-            f"SELECT {_PROFILE_COLUMNS} FROM profiles WHERE component_id = ANY(:c)"),
-            {"c": component_ids})
-        return {str(r[0]): row_to_profile(*r) for r in rows}
+            f"SELECT {_PROFILE_COLUMNS}, component_id FROM profiles "
+            "WHERE component_id = ANY(:c)"), {"c": component_ids})
+        return {str(r[0]): {**row_to_profile(*r[:4]), "_component": r[4]} for r in rows}
 
-    async def _write_group(self, conn: AsyncConnection, component_ids: list[int],
-                           new_events: list[FoldEvent], force_replay: bool = False) -> int:
-        """Append or replay one group; returns 1 when it replayed."""
-        old_profiles = await self._load_profiles(conn, component_ids) if component_ids else {}
-        max_key = None
-        if component_ids:
+    async def _write_groups(self, conn: AsyncConnection,
+                            groups: list[tuple[list[int], list[FoldEvent], bool]]) -> int:
+        """Append or replay every group (component ids, new events, force replay) with a
+        fixed number of statements for the whole batch; returns how many replayed."""
+        if not groups:
+            return 0
+        all_cids = sorted({c for cids, _, _ in groups for c in cids})
+        old_profiles = await self._load_profiles(conn, all_cids) if all_cids else {}
+        by_component: dict[int, dict[str, dict]] = {}
+        for pid, doc in old_profiles.items():
+            by_component.setdefault(doc.pop("_component"), {})[pid] = doc
+        max_keys: dict[int, tuple[str, str]] = {}
+        if all_cids:
             rows = await conn.execute(text(
-                "SELECT max_time, max_message_id FROM components WHERE component_id = ANY(:c)"),
-                {"c": component_ids})
-            keys = [(r[0], r[1]) for r in rows]
+                "SELECT component_id, max_time, max_message_id FROM components "
+                "WHERE component_id = ANY(:c)"), {"c": all_cids})
+            max_keys = {r[0]: (r[1], r[2]) for r in rows}
+
+        plans = []
+        replay_pids: list[str] = []
+        for cids, new_events, force in groups:
+            olds = {pid: doc for c in cids for pid, doc in by_component.get(c, {}).items()}
+            keys = [max_keys[c] for c in cids if c in max_keys]
             max_key = max(keys) if keys else None
-        replaying = force_replay or needs_replay(max_key, new_events)
-        old_events: list[FoldEvent] = []
-        old_event_profile: dict[str, str] = {}
-        if replaying:
+            replaying = force or needs_replay(max_key, new_events)
+            if replaying:
+                replay_pids.extend(olds)
+            plans.append(_GroupPlan(cids, new_events, olds, max_key, replaying))
+        # One read of the stored events of every component that replays.
+        stored: dict[str, list[tuple[str, FoldEvent]]] = {}
+        if replay_pids:
             rows = await conn.execute(text(
                 "SELECT message_id, profile_id, event FROM profile_events "
-                "WHERE profile_id = ANY(CAST(:p AS uuid[]))"), {"p": list(old_profiles)})
+                "WHERE profile_id = ANY(CAST(:p AS uuid[]))"), {"p": replay_pids})
             for message_id, pid, doc in rows:
-                old_event_profile[message_id] = str(pid)
-                old_events.append(FoldEvent.from_json(doc))
+                stored.setdefault(str(pid), []).append((message_id, FoldEvent.from_json(doc)))
             forgotten = await identity_store.forgotten_among(
-                conn, {i for e in old_events for i in e.identifiers})
-            graph = replay([*old_events, *new_events], self.rules, forgotten)
+                conn, {i for evs in stored.values() for _, e in evs for i in e.identifiers})
         else:
-            graph = Graph(rules=self.rules, max_key=max_key)
-            for pid, doc in old_profiles.items():
-                graph.profiles[pid] = doc
-                for ident in doc["identifiers"]:
-                    graph.owners[ident] = pid
-            for event in canonical(new_events):
-                graph.apply(event)
+            forgotten = frozenset()
 
-        # The group's component: the oldest of those it touched, or a new one.
-        if component_ids:
-            cid = component_ids[0]
-            absorbed = component_ids[1:]
-        else:
-            cid = (await conn.execute(text("SELECT nextval('component_id_seq')"))).scalar_one()
-            absorbed = []
-        if graph.max_key is None:  # a forced replay of nothing
-            graph.max_key = ("", "")
-        await conn.execute(text(
-            "INSERT INTO components (component_id, max_time, max_message_id) "
-            "VALUES (:c, :t, :m) ON CONFLICT (component_id) DO UPDATE SET "
-            "max_time = EXCLUDED.max_time, max_message_id = EXCLUDED.max_message_id, "
-            "updated_at = now()"),
-            {"c": cid, "t": graph.max_key[0], "m": graph.max_key[1]})
-        if absorbed:
-            await conn.execute(text("DELETE FROM components WHERE component_id = ANY(:a)"),
-                               {"a": absorbed})
-            for table in ("identifier_to_profile", "profiles", "profile_merges"):
-                await conn.execute(text(
-                    f"UPDATE {table} SET component_id = :c WHERE component_id = ANY(:a)"),
-                    {"c": cid, "a": absorbed})
+        new_cids_needed = sum(1 for p in plans if not p.cids)
+        fresh_cids: list[int] = []
+        if new_cids_needed:
+            rows = await conn.execute(text(
+                "SELECT nextval('component_id_seq') FROM generate_series(1, :n)"),
+                {"n": new_cids_needed})
+            fresh_cids = [r[0] for r in rows]
 
-        # Profiles: write the touched (all, after a replay), delete the vanished.
-        write_ids = set(graph.profiles) if replaying else graph.touched
-        rows = [profile_to_row(graph.profiles[p], cid) for p in sorted(write_ids)]
-        if rows:
-            await conn.execute(text(
-                "INSERT INTO profiles (profile_id, component_id, identity, provided, behaviour) "
-                "VALUES (CAST(:profile_id AS uuid), :component_id, CAST(:identity AS jsonb), "
-                "CAST(:provided AS jsonb), CAST(:behaviour AS jsonb)) "
-                "ON CONFLICT (profile_id) DO UPDATE SET component_id = EXCLUDED.component_id, "
-                "identity = EXCLUDED.identity, provided = EXCLUDED.provided, "
-                "behaviour = EXCLUDED.behaviour, updated_at = now()"),
-                [{**r, "identity": _json(r["identity"]), "provided": _json(r["provided"]),
-                  "behaviour": _json(r["behaviour"])} for r in rows])
-        vanished = sorted(set(old_profiles) - set(graph.profiles))
-        if vanished:
-            await conn.execute(text(
-                "DELETE FROM profiles WHERE profile_id = ANY(CAST(:p AS uuid[]))"),
-                {"p": vanished})
-
-        # Identifiers: owner and component of each one the group mentions.
-        idents = sorted(graph.mentioned if replaying else graph.touched_identifiers)
-        if idents:
-            await conn.execute(text(
-                "INSERT INTO identifier_to_profile (identifier, profile_id, component_id) "
-                "VALUES (:i, CAST(:p AS uuid), :c) ON CONFLICT (identifier) DO UPDATE SET "
-                "profile_id = EXCLUDED.profile_id, component_id = EXCLUDED.component_id"),
-                [{"i": i, "p": graph.owners.get(i), "c": cid} for i in idents])
-        if replaying:
-            # Identifiers no event mentions any more (forgotten ones) go.
-            await conn.execute(text(
-                "DELETE FROM identifier_to_profile WHERE component_id = :c "
-                "AND NOT (identifier = ANY(:i))"), {"c": cid, "i": idents})
-
-        # Events: each in the profile it ends in.
-        if new_events:
-            await conn.execute(text(
-                "INSERT INTO profile_events (message_id, profile_id, event) "
-                "VALUES (:m, CAST(:p AS uuid), CAST(:e AS jsonb))"),
-                [{"m": e.message_id, "p": graph.final_profile_of(e.message_id),
-                  "e": _json(e.to_json())} for e in new_events])
-        moved: list[dict] = []
-        orphaned: list[str] = []
-        if replaying:
-            for message_id, pid in old_event_profile.items():
-                final = graph.final_profile_of(message_id)
-                if final is None:  # only forgotten identifiers left: counts nowhere now
-                    orphaned.append(message_id)
-                elif final != pid:
-                    moved.append({"m": message_id, "p": final})
-        if orphaned:
-            await conn.execute(text("DELETE FROM profile_events WHERE message_id = ANY(:m)"),
-                               {"m": orphaned})
-            await conn.execute(text(
-                "INSERT INTO skipped_events (message_id, reason) VALUES (:m, 'forgotten') "
-                "ON CONFLICT DO NOTHING"), [{"m": m} for m in orphaned])
-        if moved:
-            await conn.execute(text(
-                "UPDATE profile_events SET profile_id = CAST(:p AS uuid) WHERE message_id = :m"),
-                moved)
-        elif not replaying and graph.redirects:
-            for merged in graph.redirects:
-                if merged in old_profiles:
-                    await conn.execute(text(
-                        "UPDATE profile_events SET profile_id = CAST(:s AS uuid) "
-                        "WHERE profile_id = CAST(:m AS uuid)"),
-                        {"s": _follow(graph.redirects, merged), "m": merged})
-
-        # Merge history: the component's canonical merges.
-        if replaying and component_ids:
-            await conn.execute(text("DELETE FROM profile_merges WHERE component_id = :c"),
-                               {"c": cid})
-        if graph.new_merges:
-            await conn.execute(text(
-                "INSERT INTO profile_merges (component_id, survivor_id, merged_id, message_id, "
-                "rule, event_time) VALUES (:c, CAST(:survivor AS uuid), CAST(:merged AS uuid), "
-                ":message_id, :rule, :event_time)"),
-                [{"c": cid, **m} for m in graph.new_merges])
-
-        # Old ids answer as the profile now holding the event that created them.
-        redirects: dict[str, str] = {}
-        for merged in graph.redirects:
-            redirects[merged] = _follow(graph.redirects, merged)
-        if replaying:
-            for pid in vanished:
-                final = graph.final_profile_of(old_profiles[pid]["created"][1])
-                if final:
-                    redirects[pid] = final
-        redirects = {old: new for old, new in redirects.items()
-                     if old != new and new in graph.profiles}
-        if redirects:
-            await conn.execute(text(
-                "INSERT INTO profile_id_to_survivor (old_id, profile_id) "
-                "VALUES (CAST(:o AS uuid), CAST(:n AS uuid)) "
-                "ON CONFLICT (old_id) DO UPDATE SET profile_id = EXCLUDED.profile_id"),
-                [{"o": o, "n": n} for o, n in redirects.items()])
-            await conn.execute(text(
-                "UPDATE profile_id_to_survivor r SET profile_id = CAST(m.n AS uuid) "
-                "FROM unnest(CAST(:o AS text[]), CAST(:n AS text[])) AS m(o, n) "
-                "WHERE r.profile_id = CAST(m.o AS uuid)"),
-                {"o": list(redirects), "n": list(redirects.values())})
-        # A live profile id is never a redirect.
-        await conn.execute(text(
-            "DELETE FROM profile_id_to_survivor WHERE old_id = ANY(CAST(:p AS uuid[]))"),
-            {"p": sorted(write_ids)})
-        return 1 if replaying else 0
+        w = _Writes()
+        replays = 0
+        for plan in plans:
+            if plan.replaying:
+                replays += 1
+                old_events = []
+                for pid in plan.olds:
+                    for message_id, event in stored.get(pid, []):
+                        plan.old_event_profile[message_id] = pid
+                        old_events.append(event)
+                graph = replay([*old_events, *plan.new_events], self.rules, forgotten)
+            else:
+                graph = Graph(rules=self.rules, max_key=plan.max_key)
+                for pid, doc in plan.olds.items():
+                    graph.profiles[pid] = doc
+                    for ident in doc["identifiers"]:
+                        graph.owners[ident] = pid
+                for event in canonical(plan.new_events):
+                    graph.apply(event)
+            cid = plan.cids[0] if plan.cids else fresh_cids.pop()
+            _collect(w, plan, graph, cid)
+        await w.flush(conn)
+        return replays
 
     # --- reads ---------------------------------------------------------------------
     async def get_profile(self, profile_id: str) -> tuple[dict, list[dict]] | None:
@@ -459,7 +371,7 @@ class ProfileStore:
         # The rest of the component is replayed without the forgotten events, so that
         # what remains is what those events alone would have built.
         if cids and await self._load_profiles(conn, cids):
-            await self._write_group(conn, cids, [], force_replay=True)
+            await self._write_groups(conn, [(cids, [], True)])
         elif cids:
             await conn.execute(text("DELETE FROM identifier_to_profile "
                                     "WHERE component_id = ANY(:c)"), {"c": cids})
@@ -467,6 +379,164 @@ class ProfileStore:
                                {"c": cids})
         return {"profile_id": pid, "identifiers": len(doc["identifiers"]),
                 "events": len(events)}
+
+
+@dataclass
+class _GroupPlan:
+    cids: list[int]
+    new_events: list[FoldEvent]
+    olds: dict[str, dict]
+    max_key: tuple[str, str] | None
+    replaying: bool
+    old_event_profile: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Writes:
+    """Every write of a batch, accumulated over its groups and flushed in bulk."""
+
+    components: list[dict] = field(default_factory=list)
+    absorbed: dict[int, int] = field(default_factory=dict)
+    profiles: list[dict] = field(default_factory=list)
+    vanished: list[str] = field(default_factory=list)
+    identifiers: list[dict] = field(default_factory=list)
+    replay_keep: list[tuple[int, list[str]]] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)
+    moved: list[dict] = field(default_factory=list)
+    orphaned: list[str] = field(default_factory=list)
+    repoint: dict[str, str] = field(default_factory=dict)
+    replayed_cids: list[int] = field(default_factory=list)
+    merges: list[dict] = field(default_factory=list)
+    redirects: dict[str, str] = field(default_factory=dict)
+    live: list[str] = field(default_factory=list)
+
+    async def flush(self, conn: AsyncConnection) -> None:
+        """Run the accumulated writes: a fixed number of statements per batch."""
+        x = conn.execute
+        if self.components:
+            await x(text(
+                "INSERT INTO components (component_id, max_time, max_message_id) "
+                "VALUES (:c, :t, :m) ON CONFLICT (component_id) DO UPDATE SET "
+                "max_time = EXCLUDED.max_time, max_message_id = EXCLUDED.max_message_id, "
+                "updated_at = now()"), self.components)
+        if self.absorbed:
+            olds, news = list(self.absorbed), list(self.absorbed.values())
+            await x(text("DELETE FROM components WHERE component_id = ANY(:o)"), {"o": olds})
+            for table in ("identifier_to_profile", "profiles", "profile_merges"):
+                await x(text(
+                    f"UPDATE {table} t SET component_id = m.n FROM unnest(CAST(:o AS bigint[]), "
+                    "CAST(:n AS bigint[])) AS m(o, n) WHERE t.component_id = m.o"),
+                    {"o": olds, "n": news})
+        if self.profiles:
+            await x(text(
+                "INSERT INTO profiles (profile_id, component_id, identity, provided, behaviour) "
+                "VALUES (CAST(:profile_id AS uuid), :component_id, CAST(:identity AS jsonb), "
+                "CAST(:provided AS jsonb), CAST(:behaviour AS jsonb)) "
+                "ON CONFLICT (profile_id) DO UPDATE SET component_id = EXCLUDED.component_id, "
+                "identity = EXCLUDED.identity, provided = EXCLUDED.provided, "
+                "behaviour = EXCLUDED.behaviour, updated_at = now()"), self.profiles)
+        if self.vanished:
+            await x(text("DELETE FROM profiles WHERE profile_id = ANY(CAST(:p AS uuid[]))"),
+                    {"p": self.vanished})
+        if self.identifiers:
+            await x(text(
+                "INSERT INTO identifier_to_profile (identifier, profile_id, component_id) "
+                "VALUES (:i, CAST(:p AS uuid), :c) ON CONFLICT (identifier) DO UPDATE SET "
+                "profile_id = EXCLUDED.profile_id, component_id = EXCLUDED.component_id"),
+                self.identifiers)
+        for cid, keep in self.replay_keep:
+            # Identifiers no event mentions any more (forgotten ones) go.
+            await x(text("DELETE FROM identifier_to_profile WHERE component_id = :c "
+                         "AND NOT (identifier = ANY(:i))"), {"c": cid, "i": keep})
+        if self.events:
+            await x(text(
+                "INSERT INTO profile_events (message_id, profile_id, event) "
+                "VALUES (:m, CAST(:p AS uuid), CAST(:e AS jsonb))"), self.events)
+        if self.moved:
+            await x(text(
+                "UPDATE profile_events SET profile_id = CAST(:p AS uuid) WHERE message_id = :m"),
+                self.moved)
+        if self.orphaned:
+            await x(text("DELETE FROM profile_events WHERE message_id = ANY(:m)"),
+                    {"m": self.orphaned})
+            await x(text(
+                "INSERT INTO skipped_events (message_id, reason) VALUES (:m, 'forgotten') "
+                "ON CONFLICT DO NOTHING"), [{"m": m} for m in self.orphaned])
+        if self.repoint:
+            await x(text(
+                "UPDATE profile_events e SET profile_id = CAST(m.s AS uuid) FROM "
+                "unnest(CAST(:o AS text[]), CAST(:s AS text[])) AS m(o, s) "
+                "WHERE e.profile_id = CAST(m.o AS uuid)"),
+                {"o": list(self.repoint), "s": list(self.repoint.values())})
+        if self.replayed_cids:
+            await x(text("DELETE FROM profile_merges WHERE component_id = ANY(:c)"),
+                    {"c": self.replayed_cids})
+        if self.merges:
+            await x(text(
+                "INSERT INTO profile_merges (component_id, survivor_id, merged_id, message_id, "
+                "rule, event_time) VALUES (:c, CAST(:survivor AS uuid), CAST(:merged AS uuid), "
+                ":message_id, :rule, :event_time)"), self.merges)
+        if self.redirects:
+            await x(text(
+                "INSERT INTO profile_id_to_survivor (old_id, profile_id) "
+                "VALUES (CAST(:o AS uuid), CAST(:n AS uuid)) "
+                "ON CONFLICT (old_id) DO UPDATE SET profile_id = EXCLUDED.profile_id"),
+                [{"o": o, "n": n} for o, n in self.redirects.items()])
+            await x(text(
+                "UPDATE profile_id_to_survivor r SET profile_id = CAST(m.n AS uuid) "
+                "FROM unnest(CAST(:o AS text[]), CAST(:n AS text[])) AS m(o, n) "
+                "WHERE r.profile_id = CAST(m.o AS uuid)"),
+                {"o": list(self.redirects), "n": list(self.redirects.values())})
+        if self.live and (self.redirects or self.vanished or self.replayed_cids):
+            # A live profile id is never a redirect (a replay may bring an id back).
+            await x(text(
+                "DELETE FROM profile_id_to_survivor WHERE old_id = ANY(CAST(:p AS uuid[]))"),
+                {"p": self.live})
+
+
+def _collect(w: _Writes, plan: _GroupPlan, graph: Graph, cid: int) -> None:
+    """Add one group's result to the batch's writes."""
+    if graph.max_key is None:  # a forced replay of nothing
+        graph.max_key = ("", "")
+    w.components.append({"c": cid, "t": graph.max_key[0], "m": graph.max_key[1]})
+    for absorbed in plan.cids[1:]:
+        w.absorbed[absorbed] = cid
+    write_ids = sorted(graph.profiles) if plan.replaying else sorted(graph.touched)
+    for pid in write_ids:
+        row = profile_to_row(graph.profiles[pid], cid)
+        w.profiles.append({**row, "identity": _json(row["identity"]),
+                           "provided": _json(row["provided"]),
+                           "behaviour": _json(row["behaviour"])})
+    w.live.extend(write_ids)
+    vanished = sorted(set(plan.olds) - set(graph.profiles))
+    w.vanished.extend(vanished)
+    idents = sorted(graph.mentioned if plan.replaying else graph.touched_identifiers)
+    w.identifiers.extend({"i": i, "p": graph.owners.get(i), "c": cid} for i in idents)
+    if plan.replaying:
+        w.replay_keep.append((cid, idents))
+        if plan.cids:
+            w.replayed_cids.append(cid)
+    w.events.extend({"m": e.message_id, "p": graph.final_profile_of(e.message_id),
+                     "e": _json(e.to_json())} for e in plan.new_events)
+    if plan.replaying:
+        for message_id, pid in plan.old_event_profile.items():
+            final = graph.final_profile_of(message_id)
+            if final is None:  # only forgotten identifiers left: counts nowhere now
+                w.orphaned.append(message_id)
+            elif final != pid:
+                w.moved.append({"m": message_id, "p": final})
+    else:
+        for merged in graph.redirects:
+            if merged in plan.olds:
+                w.repoint[merged] = _follow(graph.redirects, merged)
+    w.merges.extend({"c": cid, **m} for m in graph.new_merges)
+    redirects = {m: _follow(graph.redirects, m) for m in graph.redirects}
+    if plan.replaying:
+        for pid in vanished:
+            final = graph.final_profile_of(plan.olds[pid]["created"][1])
+            if final:
+                redirects[pid] = final
+    w.redirects.update({o: n for o, n in redirects.items() if o != n and n in graph.profiles})
 
 
 def _follow(redirects: dict[str, str], pid: str) -> str:
@@ -535,3 +605,18 @@ async def drop_schema(engine: AsyncEngine, schema: str) -> None:
         raise ValueError(f"schema name {schema!r} must be letters, digits and _")
     async with engine.begin() as conn:
         await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+async def event_partitions(settings) -> list:
+    """Every (topic, partition) of the event topics, from the cluster's metadata."""
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(settings.event_topics))
+    finally:
+        await admin.close()
+    return [TopicPartition(t["topic"], p["partition"]) for t in described
+            if not t["error_code"] for p in t["partitions"]]

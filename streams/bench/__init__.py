@@ -1,0 +1,1 @@
+"""Benchmarks run by `streams bench`, each against a baseline in the same run."""

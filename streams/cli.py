@@ -237,8 +237,9 @@ def up(fresh: bool, no_worker: bool) -> None:
 
 
 # --- profiles domain ------------------------------------------------------------------
-from streams.profiles.commands import profile as _profile_group, rebuild_cmd as _rebuild  # noqa: E402
 from streams.bench.pipeline import pipeline as _pipeline_bench  # noqa: E402
+from streams.profiles.commands import profile as _profile_group  # noqa: E402
+from streams.profiles.commands import rebuild_cmd as _rebuild  # noqa: E402
 
 main.add_command(_profile_group)
 main.add_command(_rebuild)

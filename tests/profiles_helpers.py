@@ -95,12 +95,12 @@ async def stored_profiles(settings: Settings) -> dict[str, dict]:
         await engine.dispose()
 
 
-async def wait_until(check, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
+async def wait_until(check, limit_s: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + limit_s
     last = None
     while time.monotonic() < deadline:
         last = await check()
         if last:
             return last
         await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    raise AssertionError(f"timed out after {limit_s:.0f}s waiting for {what} (last: {last!r})")

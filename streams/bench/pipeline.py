@@ -87,9 +87,10 @@ async def produce(settings: Settings, records, rate: float | None = None,
         futures = []
         for n, (key, value, kind) in enumerate(records):
             if rate:
+                # Paced in 10 ms steps, so that pacing costs little CPU.
                 due = t0 + n / rate
                 delay = due - time.monotonic()
-                if delay > 0:
+                if delay > 0.01:
                     await asyncio.sleep(delay)
             if sent_at is not None:
                 sent_at[orjson.loads(value)["messageId"]] = time.monotonic()
@@ -130,16 +131,17 @@ def _env(settings: Settings) -> dict[str, str]:
 
 
 async def run_until_caught_up(settings: Settings, argv: list[str], total: int,
-                              rss: list[int] | None = None, timeout: float = 1800
+                              rss: list[int] | None = None, limit_s: float = 1800
                               ) -> tuple[float, subprocess.Popen]:
     """Start ``argv`` as a worker and return (events/s between its first and last offset
     commit, the process). Samples the process tree's RSS into ``rss``."""
-    proc = subprocess.Popen(argv, env=_env(settings), stdout=subprocess.DEVNULL,
+    # Popen returns at once (it does not wait for the child), so it does not block the loop.
+    proc = subprocess.Popen(argv, env=_env(settings), stdout=subprocess.DEVNULL,  # noqa: ASYNC220
                             stderr=subprocess.DEVNULL, start_new_session=True)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     first: tuple[float, int] | None = None
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + limit_s
     try:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -159,7 +161,7 @@ async def run_until_caught_up(settings: Settings, argv: list[str], total: int,
                 span = now - first[0]
                 return ((total - first[1]) / span if span > 0 else float("inf")), proc
             await asyncio.sleep(0.1)
-        raise click.ClickException(f"worker did not catch up within {timeout:.0f}s")
+        raise click.ClickException(f"worker did not catch up within {limit_s:.0f}s")
     finally:
         await admin.close()
 
@@ -198,13 +200,17 @@ async def latency_p99(settings: Settings, rate: float, seconds: float) -> tuple[
                     now = time.monotonic()
                     for (m,) in rows:
                         seen[m] = now
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.05)
         await producing
     finally:
         await engine.dispose()
     latencies = sorted(seen[m] - sent[m] for m in seen)
     if not latencies:
         raise click.ClickException("no latency samples: the worker stored nothing")
+    if os.environ.get("STREAMS_BENCH_TRACE"):
+        q = statistics.quantiles(latencies, n=100)
+        console.print(f"  latency p50 {q[49]:.3f}s p90 {q[89]:.3f}s p99 {q[98]:.3f}s "
+                      f"max {latencies[-1]:.3f}s")
     return statistics.quantiles(latencies, n=100)[98], len(latencies)
 
 

@@ -8,7 +8,6 @@ answer the same way.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -118,11 +117,14 @@ def priority_key(key: str, rules: IdentityRules) -> tuple[int, str, str]:
 
 
 def _violation(identifiers: Iterable[str], rules: IdentityRules) -> str | None:
-    counts = Counter(split_key(k)[0] for k in identifiers)
-    for id_type in sorted(counts, key=rules.rank):
-        if counts[id_type] > rules.limit(id_type):
-            return f"limit:{id_type}"
-    return None
+    counts: dict[str, int] = {}
+    for k in identifiers:
+        id_type = k[:k.index(":")]
+        counts[id_type] = counts.get(id_type, 0) + 1
+    over = [t for t, n in counts.items() if n > rules.limit(t)]
+    if not over:
+        return None
+    return f"limit:{min(over, key=rules.rank)}"
 
 
 def resolve(identifiers: Iterable[str], graph: GraphView, rules: IdentityRules) -> Resolution:
@@ -140,9 +142,13 @@ def resolve(identifiers: Iterable[str], graph: GraphView, rules: IdentityRules) 
         raise ValueError("an event needs at least one usable identifier to resolve")
     dropped: list[Dropped] = []
     while True:
-        owners = sorted({o for k in active if (o := graph.owner(k)) is not None},
-                        key=graph.created_key)
-        new = [k for k in active if graph.owner(k) is None]
+        found = [(k, graph.owner(k)) for k in active]
+        new = [k for k, o in found if o is None]
+        owners = sorted({o for _, o in found if o is not None}, key=graph.created_key)
+        if not new and len(owners) == 1:
+            # Every identifier already in one profile: nothing changes, nothing to check.
+            return Resolution(target=owners[0], merged=(), added=(), matched=tuple(active),
+                              dropped=tuple(dropped))
         combined = set(new)
         for pid in owners:
             combined.update(graph.identifiers_of(pid))

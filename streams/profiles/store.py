@@ -172,8 +172,9 @@ class ProfileStore:
                 fresh.append(e)
         if skipped:
             await conn.execute(
-                text("INSERT INTO skipped_events (message_id, reason) VALUES (:m, :r) "
-                     "ON CONFLICT DO NOTHING"), [{"m": m, "r": r} for m, r in skipped])
+                text("INSERT INTO skipped_events (message_id, reason) SELECT * FROM "
+                     "unnest(CAST(:m AS text[]), CAST(:r AS text[])) ON CONFLICT DO NOTHING"),
+                {"m": [m for m, _ in skipped], "r": [r for _, r in skipped]})
             for _, reason in skipped:
                 outcome.skipped[reason] = outcome.skipped.get(reason, 0) + 1
         groups = [(sorted(cids), group, False)
@@ -413,12 +414,15 @@ class _Writes:
     async def flush(self, conn: AsyncConnection) -> None:
         """Run the accumulated writes: a fixed number of statements per batch."""
         x = conn.execute
+        # Bulk writes pass all rows as one JSON document: one statement, one round trip,
+        # whatever the batch size.
         if self.components:
             await x(text(
                 "INSERT INTO components (component_id, max_time, max_message_id) "
-                "VALUES (:c, :t, :m) ON CONFLICT (component_id) DO UPDATE SET "
+                "SELECT c, t, m FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
+                "AS x(c bigint, t text, m text) ON CONFLICT (component_id) DO UPDATE SET "
                 "max_time = EXCLUDED.max_time, max_message_id = EXCLUDED.max_message_id, "
-                "updated_at = now()"), self.components)
+                "updated_at = now()"), _recordset(self.components))
         if self.absorbed:
             olds, news = list(self.absorbed), list(self.absorbed.values())
             await x(text("DELETE FROM components WHERE component_id = ANY(:o)"), {"o": olds})
@@ -430,20 +434,23 @@ class _Writes:
         if self.profiles:
             await x(text(
                 "INSERT INTO profiles (profile_id, component_id, identity, provided, behaviour) "
-                "VALUES (CAST(:profile_id AS uuid), :component_id, CAST(:identity AS jsonb), "
-                "CAST(:provided AS jsonb), CAST(:behaviour AS jsonb)) "
+                "SELECT profile_id, component_id, identity, provided, behaviour FROM "
+                "jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(profile_id uuid, "
+                "component_id bigint, identity jsonb, provided jsonb, behaviour jsonb) "
                 "ON CONFLICT (profile_id) DO UPDATE SET component_id = EXCLUDED.component_id, "
                 "identity = EXCLUDED.identity, provided = EXCLUDED.provided, "
-                "behaviour = EXCLUDED.behaviour, updated_at = now()"), self.profiles)
+                "behaviour = EXCLUDED.behaviour, updated_at = now()"),
+                _recordset(self.profiles))
         if self.vanished:
             await x(text("DELETE FROM profiles WHERE profile_id = ANY(CAST(:p AS uuid[]))"),
                     {"p": self.vanished})
         if self.identifiers:
             await x(text(
                 "INSERT INTO identifier_to_profile (identifier, profile_id, component_id) "
-                "VALUES (:i, CAST(:p AS uuid), :c) ON CONFLICT (identifier) DO UPDATE SET "
+                "SELECT i, p, c FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
+                "AS x(i text, p uuid, c bigint) ON CONFLICT (identifier) DO UPDATE SET "
                 "profile_id = EXCLUDED.profile_id, component_id = EXCLUDED.component_id"),
-                self.identifiers)
+                _recordset(self.identifiers))
         for cid, keep in self.replay_keep:
             # Identifiers no event mentions any more (forgotten ones) go.
             await x(text("DELETE FROM identifier_to_profile WHERE component_id = :c "
@@ -451,11 +458,13 @@ class _Writes:
         if self.events:
             await x(text(
                 "INSERT INTO profile_events (message_id, profile_id, event) "
-                "VALUES (:m, CAST(:p AS uuid), CAST(:e AS jsonb))"), self.events)
+                "SELECT m, p, e FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
+                "AS x(m text, p uuid, e jsonb)"), _recordset(self.events))
         if self.moved:
             await x(text(
-                "UPDATE profile_events SET profile_id = CAST(:p AS uuid) WHERE message_id = :m"),
-                self.moved)
+                "UPDATE profile_events e SET profile_id = m.p FROM unnest(CAST(:m AS text[]), "
+                "CAST(:p AS uuid[])) AS m(m, p) WHERE e.message_id = m.m"),
+                _columns(self.moved, "m", "p"))
         if self.orphaned:
             await x(text("DELETE FROM profile_events WHERE message_id = ANY(:m)"),
                     {"m": self.orphaned})
@@ -474,14 +483,16 @@ class _Writes:
         if self.merges:
             await x(text(
                 "INSERT INTO profile_merges (component_id, survivor_id, merged_id, message_id, "
-                "rule, event_time) VALUES (:c, CAST(:survivor AS uuid), CAST(:merged AS uuid), "
-                ":message_id, :rule, :event_time)"), self.merges)
+                "rule, event_time) SELECT c, survivor, merged, message_id, rule, event_time "
+                "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(c bigint, survivor uuid, "
+                "merged uuid, message_id text, rule text, event_time text)"),
+                _recordset(self.merges))
         if self.redirects:
             await x(text(
                 "INSERT INTO profile_id_to_survivor (old_id, profile_id) "
-                "VALUES (CAST(:o AS uuid), CAST(:n AS uuid)) "
+                "SELECT * FROM unnest(CAST(:o AS uuid[]), CAST(:n AS uuid[])) "
                 "ON CONFLICT (old_id) DO UPDATE SET profile_id = EXCLUDED.profile_id"),
-                [{"o": o, "n": n} for o, n in self.redirects.items()])
+                {"o": list(self.redirects), "n": list(self.redirects.values())})
             await x(text(
                 "UPDATE profile_id_to_survivor r SET profile_id = CAST(m.n AS uuid) "
                 "FROM unnest(CAST(:o AS text[]), CAST(:n AS text[])) AS m(o, n) "
@@ -494,6 +505,17 @@ class _Writes:
                 {"p": self.live})
 
 
+def _columns(rows: list[dict], *names: str) -> dict[str, list]:
+    """Rows as one list per column (for unnest)."""
+    return {name: [r[name] for r in rows] for name in names}
+
+
+def _recordset(rows: list[dict]) -> dict[str, str]:
+    """Rows as one JSON document for jsonb_to_recordset: dumped by orjson in one go,
+    which is far cheaper than psycopg escaping every element of text arrays."""
+    return {"rows": orjson.dumps(rows).decode()}
+
+
 def _collect(w: _Writes, plan: _GroupPlan, graph: Graph, cid: int) -> None:
     """Add one group's result to the batch's writes."""
     if graph.max_key is None:  # a forced replay of nothing
@@ -503,10 +525,7 @@ def _collect(w: _Writes, plan: _GroupPlan, graph: Graph, cid: int) -> None:
         w.absorbed[absorbed] = cid
     write_ids = sorted(graph.profiles) if plan.replaying else sorted(graph.touched)
     for pid in write_ids:
-        row = profile_to_row(graph.profiles[pid], cid)
-        w.profiles.append({**row, "identity": _json(row["identity"]),
-                           "provided": _json(row["provided"]),
-                           "behaviour": _json(row["behaviour"])})
+        w.profiles.append(profile_to_row(graph.profiles[pid], cid))
     w.live.extend(write_ids)
     vanished = sorted(set(plan.olds) - set(graph.profiles))
     w.vanished.extend(vanished)
@@ -517,7 +536,7 @@ def _collect(w: _Writes, plan: _GroupPlan, graph: Graph, cid: int) -> None:
         if plan.cids:
             w.replayed_cids.append(cid)
     w.events.extend({"m": e.message_id, "p": graph.final_profile_of(e.message_id),
-                     "e": _json(e.to_json())} for e in plan.new_events)
+                     "e": e.to_json()} for e in plan.new_events)
     if plan.replaying:
         for message_id, pid in plan.old_event_profile.items():
             final = graph.final_profile_of(message_id)

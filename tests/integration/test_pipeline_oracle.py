@@ -59,7 +59,7 @@ async def test_pipeline_equals_oracle(make_settings, spawn_worker, logs, partiti
     procs = [spawn_worker(s, name=f"w{i}") for i in range(workers)]
     try:
         await produce(s, logs)
-        await wait_until(lambda: group_caught_up(s), timeout=120, what="workers caught up")
+        await wait_until(lambda: group_caught_up(s), limit_s=120, what="workers caught up")
         expected = oracle(logs, TEST_RULES).profiles
         stored = await stored_profiles(s)
         assert stored == expected, diff(stored, expected)
@@ -112,14 +112,14 @@ async def test_sigkill_mid_stream_loses_nothing_counts_nothing_twice(make_settin
                 n = (await cur.fetchone())[0]
             return n >= 50
 
-        await wait_until(some_but_not_all_stored, timeout=90, what="worker mid-stream",
+        await wait_until(some_but_not_all_stored, limit_s=90, what="worker mid-stream",
                          interval=0.1)
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
         assert not await group_caught_up(s), "the worker finished before it was killed"
         await produce(s, logs[400:])
         second = spawn_worker(s, name="restarted")
-        await wait_until(lambda: group_caught_up(s), timeout=180, what="restarted worker")
+        await wait_until(lambda: group_caught_up(s), limit_s=180, what="restarted worker")
         expected = oracle(logs, TEST_RULES).profiles
         stored = await stored_profiles(s)
         assert stored == expected, diff(stored, expected)
@@ -140,7 +140,7 @@ async def test_two_workers_sharing_partitions_equal_the_oracle(make_settings, sp
     procs = [spawn_worker(s, name="a"), spawn_worker(s, name="b")]
     try:
         await produce(s, logs)
-        await wait_until(lambda: group_caught_up(s), timeout=180, what="two workers caught up")
+        await wait_until(lambda: group_caught_up(s), limit_s=180, what="two workers caught up")
         expected = oracle(logs, TEST_RULES).profiles
         stored = await stored_profiles(s)
         assert stored == expected, diff(stored, expected)

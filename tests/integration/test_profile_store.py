@@ -43,7 +43,8 @@ async def check_equal(store: ProfileStore, logs) -> None:
         await store._begin(conn)
         from sqlalchemy import text
         rows = await conn.execute(text(
-            "SELECT identifier, profile_id FROM identifier_to_profile WHERE profile_id IS NOT NULL"))
+            "SELECT identifier, profile_id FROM identifier_to_profile "
+            "WHERE profile_id IS NOT NULL"))
         assert {r[0]: str(r[1]) for r in rows} == expected.owners
         rows = await conn.execute(text(
             "SELECT survivor_id, merged_id, message_id, rule, event_time FROM profile_merges"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -72,9 +73,12 @@ def register(app: faust.App, settings: Settings) -> None:
     @app.agent(topics, name="fold_events_into_profiles")
     async def fold_events_into_profiles(stream):
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_seconds):
+            started = time.monotonic()
             records = [Consumed(e.message.topic, e.message.partition, e.message.offset,
                                 e.message.key, e.message.value) for e in batch]
-            await process_batch(store(), records, dlq, settings.profile_retries)
+            outcome = await process_batch(store(), records, dlq, settings.profile_retries)
+            log.debug("batch of %d in %.3fs: %s", len(records), time.monotonic() - started,
+                      outcome)
 
 
 async def process_batch(store: ProfileStore, records: Sequence[Consumed], dlq,

@@ -494,10 +494,12 @@ class Graph:
         created = self.profiles[profile_id]["created"]
         return (created[0], created[1])
 
-    def apply(self, event: FoldEvent) -> str | None:
+    def apply(self, event: FoldEvent, usable: list[str] | None = None) -> str | None:
         """Resolve ``event`` and fold it into its profile; returns the profile id, or
-        None when no identifier of the event is usable (recorded in ``skipped``)."""
-        usable = usable_identifiers(event.identifiers, self.rules, self.forgotten)
+        None when no identifier of the event is usable (recorded in ``skipped``).
+        ``usable`` may pass the event's usable identifiers when already computed."""
+        if usable is None:
+            usable = usable_identifiers(event.identifiers, self.rules, self.forgotten)
         self.mentioned.update(usable)
         self.touched_identifiers.update(usable)
         if self.max_key is None or self.max_key < event.key:

@@ -150,12 +150,13 @@ class ProfileStore:
         outcome.duplicates = len(events) - len(batch)
         if not batch:
             return outcome
-        all_ids = sorted({i for e in batch for i in e.identifiers})
-        forgotten = await identity_store.forgotten_among(conn, all_ids)
-        usable = {e.message_id: usable_identifiers(e.identifiers, self.rules, forgotten)
-                  for e in batch}
-        lockable = sorted({i for ids in usable.values() for i in ids})
+        unblocked = {e.message_id: usable_identifiers(e.identifiers, self.rules) for e in batch}
+        lockable = sorted({i for ids in unblocked.values() for i in ids})
         mapping = await identity_store.lock_and_map(conn, lockable)
+        # Read under the locks: a forget holds the same identifier locks.
+        forgotten = await identity_store.forgotten_among(conn, lockable)
+        usable = {m: [i for i in ids if i not in forgotten] if forgotten else ids
+                  for m, ids in unblocked.items()}
         # Deduplicate under the locks: a copy of an event carries the same identifiers, so
         # a concurrent worker holding that copy has committed or not yet started.
         seen = await self._known_messages(conn, [e.message_id for e in batch])
@@ -181,7 +182,7 @@ class ProfileStore:
                   for cids, group in group_events(fresh, usable, mapping)]
         outcome.groups = len(groups)
         outcome.applied = len(fresh)
-        outcome.replays = await self._write_groups(conn, groups)
+        outcome.replays = await self._write_groups(conn, groups, usable)
         return outcome
 
     async def _known_messages(self, conn: AsyncConnection, message_ids: list[str]) -> set[str]:
@@ -199,7 +200,8 @@ class ProfileStore:
         return {str(r[0]): {**row_to_profile(*r[:4]), "_component": r[4]} for r in rows}
 
     async def _write_groups(self, conn: AsyncConnection,
-                            groups: list[tuple[list[int], list[FoldEvent], bool]]) -> int:
+                            groups: list[tuple[list[int], list[FoldEvent], bool]],
+                            usable: dict[str, list[str]] | None = None) -> int:
         """Append or replay every group (component ids, new events, force replay) with a
         fixed number of statements for the whole batch; returns how many replayed."""
         if not groups:
@@ -265,7 +267,7 @@ class ProfileStore:
                     for ident in doc["identifiers"]:
                         graph.owners[ident] = pid
                 for event in canonical(plan.new_events):
-                    graph.apply(event)
+                    graph.apply(event, usable.get(event.message_id) if usable else None)
             cid = plan.cids[0] if plan.cids else fresh_cids.pop()
             _collect(w, plan, graph, cid)
         await w.flush(conn)
@@ -339,18 +341,22 @@ class ProfileStore:
                     raise
 
     async def _forget(self, conn: AsyncConnection, profile_id: str) -> dict | None:
-        live = await self._profile(conn, profile_id)
-        if live is None:
-            survivor = await identity_store.survivor_of(conn, profile_id)
-            live = await self._profile(conn, survivor) if survivor else None
-        if live is None:
-            return None
-        mapping = await identity_store.lock_and_map(conn, live["identifiers"])
-        pid = live["id"]
-        doc = await self._profile(conn, pid)  # re-read under the locks
-        if doc is None:
-            return None
-        cids = sorted(set(mapping.values()))
+        locked: set[str] = set()
+        for _ in range(10):
+            doc = await self._profile(conn, profile_id)
+            if doc is None:
+                survivor = await identity_store.survivor_of(conn, profile_id)
+                doc = await self._profile(conn, survivor) if survivor else None
+            if doc is None:
+                return None
+            if set(doc["identifiers"]) <= locked:
+                break  # read under the locks of all its identifiers: stable
+            locked |= set(doc["identifiers"])
+            mapping = await identity_store.lock_and_map(conn, sorted(locked))
+        else:
+            raise RuntimeError(f"profile {profile_id} kept changing while being forgotten")
+        pid = doc["id"]
+        cids = sorted({mapping[i] for i in doc["identifiers"] if i in mapping})
         await conn.execute(text(
             "INSERT INTO forgotten_identifiers (identifier_sha256) VALUES (:d) "
             "ON CONFLICT DO NOTHING"),

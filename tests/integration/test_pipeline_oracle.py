@@ -148,3 +148,41 @@ async def test_two_workers_sharing_partitions_equal_the_oracle(make_settings, sp
         for p in procs:
             stop(p)
         await drop_profiles_schema(s)
+
+
+async def test_database_connection_killed_mid_batch_is_retried_not_lost(make_settings,
+                                                                        spawn_worker):
+    s = await with_profiles_schema(make_settings(topic_partitions=2, **RULE_SETTINGS))
+    await ensure_topics(s)
+    t = s.database
+    conninfo = dict(host=t.host, port=t.port, user=t.user, password=t.password,
+                    dbname=t.dbname)
+    logs = random_log(3, 60)
+    locker = await psycopg.AsyncConnection.connect(**conninfo)
+    await locker.execute(f'LOCK TABLE "{s.profiles_schema}".profile_events IN EXCLUSIVE MODE')
+    proc = spawn_worker(s)
+    try:
+        await produce(s, logs)
+        async with await psycopg.AsyncConnection.connect(**conninfo, autocommit=True) as watch:
+
+            async def blocked_backends():
+                cur = await watch.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query ILIKE 'INSERT INTO profile_events%%'")
+                return [r[0] for r in await cur.fetchall()]
+
+            pids = await wait_until(blocked_backends, limit_s=60, what="worker blocked",
+                                    interval=0.2)
+            # The database drops the worker's connection in the middle of its transaction.
+            for pid in pids:
+                await watch.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            await locker.rollback()
+            await wait_until(lambda: group_caught_up(s), limit_s=120, what="worker caught up")
+        expected = oracle(logs, TEST_RULES).profiles
+        stored = await stored_profiles(s)
+        assert stored == expected, diff(stored, expected)
+        assert proc.poll() is None, "the worker died instead of retrying"
+    finally:
+        await locker.close()
+        stop(proc)
+        await drop_profiles_schema(s)

@@ -284,15 +284,15 @@ def new_profile(profile_id: str, created: EventKey) -> dict[str, Any]:
     and ``timezone`` [zone, time, msg]; behaviour: ``counts`` (total, by type, track
     event, source, channel), ``seen`` {"all"|"source:x"|"channel:x": [first, last]},
     ``affinity`` {category, item: {name: score}}, ``recent`` {item: [time, msg]},
-    ``hours`` {local: 24 counts in the event's own zone, utc: 24 counts of events without
-    a zone}, ``devices`` {key: {first, last, info: [attrs, time, msg]}}.
+    ``hours`` {local: {hour: count} in the event's own zone, utc: {hour: count} of
+    events without a zone}, ``devices`` {key: {first, last, info: [attrs, time, msg]}}.
     """
     return {
         "id": profile_id, "created": list(created), "identifiers": [], "merges": 0,
         "notes": [], "traits": {}, "preferences": {}, "consent": {}, "timezone": None,
         "counts": {"total": 0, "type": {}, "event": {}, "source": {}, "channel": {}},
         "seen": {}, "affinity": {"category": {}, "item": {}}, "recent": {},
-        "hours": {"local": [0] * 24, "utc": [0] * 24}, "devices": {},
+        "hours": {"local": {}, "utc": {}}, "devices": {},
     }
 
 
@@ -379,9 +379,9 @@ def fold_event(profile: dict, event: FoldEvent) -> None:
             profile["recent"] = _trim_recent(profile["recent"])
     hour = local_hour(event.time, event.timezone)
     if hour is None:
-        profile["hours"]["utc"][int(event.time[11:13])] += 1
+        _inc(profile["hours"]["utc"], str(int(event.time[11:13])))
     else:
-        profile["hours"]["local"][hour] += 1
+        _inc(profile["hours"]["local"], str(hour))
     if event.device:
         info = {k: v for k, v in event.device.items() if k != "id"}
         dkey = event.device.get("id") or "|".join(
@@ -438,8 +438,7 @@ def merge_profiles(survivor: dict, merged: dict) -> dict:
             recent[item] = list(key)
     out["recent"] = _trim_recent(recent)
     for zone in ("local", "utc"):
-        out["hours"][zone] = [a + b for a, b in zip(out["hours"][zone], merged["hours"][zone],
-                                                    strict=True)]
+        _merge_counts(out["hours"][zone], merged["hours"][zone])
     for dkey, entry in merged["devices"].items():
         mine = out["devices"].get(dkey)
         if mine is None:
@@ -584,14 +583,16 @@ def profile_view(profile: dict, now: datetime) -> dict[str, Any]:
     UTC and are shifted here by the person's zone offset at ``now`` (aware UTC).
     """
     tz = profile["timezone"][0] if profile["timezone"] else None
-    hours = list(profile["hours"]["local"])
+    hours = [0] * 24
+    for h, n in profile["hours"]["local"].items():
+        hours[int(h)] += n
     offset = 0
     zone = _zone(tz) if tz else None
     if zone is not None:
         delta = now.astimezone(zone).utcoffset()
         offset = int(delta.total_seconds() // 3600) if delta else 0
-    for h, n in enumerate(profile["hours"]["utc"]):
-        hours[(h + offset) % 24] += n
+    for h, n in profile["hours"]["utc"].items():
+        hours[(int(h) + offset) % 24] += n
     recent = sorted(profile["recent"].items(), key=lambda kv: tuple(kv[1]), reverse=True)
     return {
         "id": profile["id"],

@@ -152,3 +152,29 @@ async def test_merged_away_id_answers_with_the_survivor(engine):
             (survivor, merged, "m3")]
     finally:
         await drop_schema(engine, store.schema)
+
+
+async def test_create_schema_matches_the_migration(engine):
+    """`streams rebuild` and the tests build tables from metadata; production from the
+    migration: both must give the same columns, types and indexes."""
+    store = await fresh_store(engine)
+    from sqlalchemy import text
+
+    async def shape(conn, schema):
+        cols = await conn.execute(text(
+            "SELECT table_name, column_name, data_type, is_nullable FROM "
+            "information_schema.columns WHERE table_schema = :s"), {"s": schema})
+        idx = await conn.execute(text(
+            "SELECT tablename, regexp_replace(indexdef, '^.* USING ', '') FROM pg_indexes "
+            "WHERE schemaname = :s"), {"s": schema})
+        return set(cols), set(idx)
+
+    try:
+        async with engine.connect() as conn:
+            migrated_cols, migrated_idx = await shape(conn, "public")
+            created_cols, created_idx = await shape(conn, store.schema)
+        tables = {c[0] for c in created_cols}
+        assert {c for c in migrated_cols if c[0] in tables} == created_cols
+        assert {i for i in migrated_idx if i[0] in tables} == created_idx
+    finally:
+        await drop_schema(engine, store.schema)

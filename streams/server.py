@@ -27,4 +27,7 @@ def create_web_app(settings: Settings) -> web.Application:
     register_ops(app, settings)
     from streams.ingest.views import register as register_ingest  # ingest: collector /v1/*
     register_ingest(app, settings)
+    from streams.profiles import views as profile_views  # profiles domain
+
+    profile_views.register(app, settings)
     return app

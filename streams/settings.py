@@ -97,6 +97,39 @@ class Settings(BaseSettings):
     dlq_window: int = Field(1000, ge=1)
     dlq_min_events: int = Field(200, ge=1)
     # --- end ingest ---------------------------------------------------------------------
+    # --- profiles & identity (profiles domain) --------------------------------------
+    # Schema holding the profile tables ("" = the connection's default, public).
+    profiles_schema: str = ""
+    # Identifier values that never identify anyone: comma-separated, case-insensitive
+    # (the empty value is always blocked), and one regex matched against the whole value.
+    identity_blocked_values: str = "null,undefined,0,anonymous,none,nil,nan,unknown,n/a"
+    identity_blocked_pattern: str = r"[0\-]+"
+    # Identifiers of a type one profile may hold: "type=n,..."; other types get the default.
+    identity_limits: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=lambda: {"user_id": "1"})
+    identity_default_limit: int = Field(5, ge=1)
+    # Highest priority first; "*" stands for custom types. Empty = the built-in order.
+    identity_priority: str = ""
+    identity_merge_cap: int = Field(100, ge=0)
+    # Tries of a failing batch before it is split and its failing events dead-lettered.
+    profile_retries: int = Field(3, ge=1)
+
+    @field_validator("identity_limits", mode="before")
+    @classmethod
+    def _identity_limits(cls, value: object) -> dict[str, str]:
+        if isinstance(value, dict):
+            limits = value
+        else:
+            limits = {}
+            for pair in filter(None, (p.strip() for p in str(value or "").split(","))):
+                id_type, sep, n = pair.partition("=")
+                if not sep or not id_type.strip():
+                    raise ValueError(f"STREAMS_IDENTITY_LIMITS: {pair!r} is not type=count")
+                limits[id_type.strip()] = n.strip()
+        for id_type, n in limits.items():
+            if not str(n).isdigit() or int(n) < 1:
+                raise ValueError(f"STREAMS_IDENTITY_LIMITS: {id_type}={n} is not a count >= 1")
+        return {str(k): str(v) for k, v in limits.items()}
 
     # --- local infrastructure (``streams infra``) -----------------------------------
     data_dir: Path = Path(".streams")

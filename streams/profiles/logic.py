@@ -1,28 +1,60 @@
-"""Pure logic of the profile stage: no Kafka, no SQLAlchemy, explicit inputs."""
+"""Pure logic of the profile stage: decode, fold, merge, and resolve a run of events.
+
+No Kafka, no SQLAlchemy: typed values in, plans and documents out.
+
+Order independence. A profile is the fold of its events in the *canonical order*
+(event time, then message id), and identity is resolved in that order too. The stored
+state is therefore a function of the set of events, not of their arrival order. The
+worker keeps that true incrementally: an event that sorts after everything already in
+its interaction component is simply applied (the common, cheap case); an event that
+arrives "in the past" of its component makes the worker replay the component's events in
+canonical order (``replay``). Replay is needed, not a convenience: with per-type limits
+a later-arriving event can decide that an identifier belonged elsewhere, so any
+merge-only scheme would depend on arrival order. The aggregates themselves are
+commutative as well (counts, min/max times, unions, last-writer-wins by (time, message
+id)), so ``merge_profiles`` gives the same document whichever side survives.
+"""
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
-from streams.profiles.store import LoggedEvent
+from streams.identity.logic import canonical_type, normalize_value, resolve, usable_identifiers
+from streams.identity.models import (
+    ANONYMOUS_ID,
+    DEVICE_ID,
+    EMAIL,
+    PHONE,
+    USER_ID,
+    IdentityRules,
+    id_key,
+)
+from streams.ingest.logic import canonical_channel, derive_source
+from streams.profiles.models import (
+    EVENT_TYPES,
+    EventKey,
+    FoldEvent,
+    InvalidEvent,
+    iso,
+    profile_id_for,
+)
+
+RECENT_ITEMS = 10  # recently viewed items kept per profile
+NOTES_KEPT = 50  # identity notes (dropped identifiers) kept per profile
+MAX_MESSAGE_ID = 200
 
 
-@dataclass(frozen=True)
-class DecodeError:
-    """A record that cannot become an event, and why (the reason goes to the DLQ header)."""
 
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    reason: str
-
-
+# --- decoding ---------------------------------------------------------------------------
 def parse_time(value: object) -> datetime | None:
     """An ISO-8601 string as an aware UTC datetime; None when absent or unparseable."""
     if not isinstance(value, str) or not value:
@@ -36,32 +68,510 @@ def parse_time(value: object) -> datetime | None:
     return parsed.astimezone(UTC)
 
 
-def decode_record(
-    topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
-) -> LoggedEvent | DecodeError:
-    """Decode one Kafka record into an event, or say why it cannot be one."""
+def _str(value: object, limit: int = 256) -> str | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        value = str(value)
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value[:limit] or None
 
-    def fail(reason: str) -> DecodeError:
-        return DecodeError(topic, partition, offset, key, value, reason)
 
+def _dict(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def derive_source_channel(doc: dict) -> tuple[str, str | None]:
+    """(source, social channel) of an event, by the ingestion domain's rules (see
+    schemas/README.md), so the worker, the oracle and a rebuild read the same values.
+
+    A validated event carries ``source`` (processing-side validation fills it in with
+    the same ``derive_source``); the channel is the event's ``socialChannel``, which
+    only social interactions (on ``events.social``) carry.
+    """
+    return derive_source(doc, None), canonical_channel(doc.get("socialChannel"))
+
+
+def extract_identifiers(doc: dict) -> tuple[str, ...]:
+    """Every normalized identifier an envelope carries (blocked values included).
+
+    anonymousId, userId, alias ``previousId`` (as an anonymous_id), ``traits`` and
+    ``context.traits`` email and phone, ``context.device.id``, and every
+    ``context.externalIds[]`` entry (social channel ids and handles, custom types).
+    """
+    found: list[tuple[str, object]] = [
+        (ANONYMOUS_ID, doc.get("anonymousId")),
+        (USER_ID, doc.get("userId")),
+    ]
+    if doc.get("type") == "alias":
+        found.append((ANONYMOUS_ID, doc.get("previousId")))
+    context = _dict(doc.get("context"))
+    for traits in (_dict(doc.get("traits")), _dict(context.get("traits"))):
+        found.append((EMAIL, traits.get("email")))
+        found.append((PHONE, traits.get("phone")))
+    found.append((DEVICE_ID, _dict(context.get("device")).get("id")))
+    external = context.get("externalIds")
+    if isinstance(external, list):
+        for entry in external:
+            entry = _dict(entry)
+            id_type = canonical_type(_str(entry.get("type"), 64) or "")
+            if id_type:
+                found.append((id_type, entry.get("id")))
+    keys = []
+    for id_type, raw in found:
+        value = normalize_value(id_type, raw)
+        if value is not None:
+            keys.append(id_key(id_type, value))
+    return tuple(sorted(set(keys)))
+
+
+def _scalar_map(value: object, limit: int = 100) -> dict[str, Any]:
+    """Keep JSON scalars and small lists/dicts; the key count is bounded."""
+    out: dict[str, Any] = {}
+    for k, v in list(_dict(value).items())[:limit]:
+        if isinstance(k, str) and k:
+            out[k[:128]] = v
+    return out
+
+
+def decode_envelope(doc: object) -> FoldEvent | InvalidEvent:
+    """A Segment-spec envelope (already parsed JSON) as a ``FoldEvent``, or why not.
+
+    This is the single swap point for the ingestion domain's validator: whatever
+    validates the envelope must hand back a dict for this function to reduce.
+    """
+    if not isinstance(doc, dict):
+        return InvalidEvent("event is not a JSON object")
+    kind = doc.get("type")
+    if kind not in EVENT_TYPES:
+        return InvalidEvent(f"type: must be one of {', '.join(EVENT_TYPES)}, got {kind!r}")
+    message_id = _str(doc.get("messageId"), MAX_MESSAGE_ID + 1)
+    if message_id is None:
+        return InvalidEvent("messageId: missing")
+    if len(message_id) > MAX_MESSAGE_ID:
+        return InvalidEvent(f"messageId: longer than {MAX_MESSAGE_ID} characters")
+    if _str(doc.get("userId")) is None and _str(doc.get("anonymousId")) is None:
+        return InvalidEvent("userId/anonymousId: at least one is required")
+    when = None
+    for name in ("timestamp", "originalTimestamp", "receivedAt", "sentAt"):
+        if name in doc and doc[name] is not None:
+            when = parse_time(doc[name])
+            if when is None:
+                return InvalidEvent(f"{name}: not an ISO-8601 time: {str(doc[name])[:40]!r}")
+            break
+    if when is None:
+        return InvalidEvent("timestamp: missing (and no receivedAt or sentAt)")
+    context = _dict(doc.get("context"))
+    properties = _dict(doc.get("properties"))
+    traits = _scalar_map(doc.get("traits")) if kind == "identify" else {}
+    preferences = _scalar_map(traits.pop("preferences", None)) if traits else {}
+    consent_raw = traits.pop("consent", None) if traits else None
+    consent = {k: v for k, v in _scalar_map(consent_raw).items() if isinstance(v, bool)}
+    source, channel = derive_source_channel(doc)
+    device_ctx = _dict(context.get("device"))
+    os_ctx = _dict(context.get("os"))
+    device = {k: v for k, v in (
+        ("id", _str(device_ctx.get("id"))),
+        ("type", _str(device_ctx.get("type"), 64)),
+        ("manufacturer", _str(device_ctx.get("manufacturer"), 64)),
+        ("model", _str(device_ctx.get("model"), 64)),
+        ("os", _str(os_ctx.get("name"), 64)),
+    ) if v}
+    tz = _str(context.get("timezone"), 64)
+    event_name = _str(doc.get("event")) if kind == "track" else _str(doc.get("name"))
+    item = None
+    for name in ("product_id", "item_id", "sku", "content_id", "post_id"):
+        item = _str(properties.get(name), 128)
+        if item:
+            break
+    category = _str(properties.get("category"), 128) or _str(properties.get("genre"), 128)
+    return FoldEvent(
+        message_id=message_id, time=iso(when), type=kind,
+        identifiers=extract_identifiers(doc), source=source, channel=channel,
+        event=event_name, category=category, item=item, traits=traits,
+        preferences=preferences, consent=consent, timezone=tz if valid_timezone(tz) else None,
+        device=device,
+    )
+
+
+def decode_record(value: bytes | None) -> FoldEvent | InvalidEvent:
+    """A Kafka record value as a ``FoldEvent``, or the reason it cannot be one.
+
+    A missing messageId is derived from the record's bytes, so that a redelivered
+    copy of the same record still deduplicates.
+    """
     if not value:
-        return fail("empty value")
+        return InvalidEvent("empty value")
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        return fail(f"value is not JSON: {exc}")
-    if not isinstance(doc, dict):
-        return fail("value is not a JSON object")
-    message_id = doc.get("messageId")
-    if not isinstance(message_id, str) or not message_id:
-        # Stable across redelivery: derived from the record's content.
-        message_id = "h-" + hashlib.sha256(value).hexdigest()[:32]
-    return LoggedEvent(
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        message_id=message_id,
-        key=key.decode("utf-8", "replace") if key is not None else None,
-        payload=doc,
-        event_time=parse_time(doc.get("timestamp")),
-    )
+        return InvalidEvent(f"value is not JSON: {exc}")
+    if isinstance(doc, dict) and not doc.get("messageId"):
+        doc["messageId"] = "h-" + hashlib.sha256(value).hexdigest()[:32]
+    return decode_envelope(doc)
+
+
+@functools.lru_cache(maxsize=512)
+def _zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+
+
+def valid_timezone(name: str | None) -> bool:
+    """True when ``name`` is an IANA time zone this machine knows."""
+    return bool(name) and _zone(name) is not None  # type: ignore[arg-type]
+
+
+def local_hour(time: str, tz: str | None) -> int | None:
+    """Hour of day of ``time`` in zone ``tz``; None when there is no usable zone."""
+    zone = _zone(tz) if tz else None
+    if zone is None:
+        return None
+    return datetime.fromisoformat(time.replace("Z", "+00:00")).astimezone(zone).hour
+
+
+# --- the profile document ----------------------------------------------------------
+def new_profile(profile_id: str, created: EventKey) -> dict[str, Any]:
+    """An empty profile document.
+
+    Shape: ``id``; ``created`` [time, message id] of its first event; ``identifiers``
+    (sorted); ``merges`` absorbed; ``notes`` (identifiers dropped by the rules);
+    provided: ``traits``, ``preferences``, ``consent`` as {name: [value, time, msg]}
+    and ``timezone`` [zone, time, msg]; behaviour: ``counts`` (total, by type, track
+    event, source, channel), ``seen`` {"all"|"source:x"|"channel:x": [first, last]},
+    ``affinity`` {category, item: {name: score}}, ``recent`` {item: [time, msg]},
+    ``hours`` {local: {hour: count} in the event's own zone, utc: {hour: count} of
+    events without a zone}, ``devices`` {key: {first, last, info: [attrs, time, msg]}}.
+    """
+    return {
+        "id": profile_id, "created": list(created), "identifiers": [], "merges": 0,
+        "notes": [], "traits": {}, "preferences": {}, "consent": {}, "timezone": None,
+        "counts": {"total": 0, "type": {}, "event": {}, "source": {}, "channel": {}},
+        "seen": {}, "affinity": {"category": {}, "item": {}}, "recent": {},
+        "hours": {"local": {}, "utc": {}}, "devices": {},
+    }
+
+
+def affinity_weight(event: FoldEvent) -> int:
+    """How much one event says about interest: purchase 5, cart 3, social 2, view 1."""
+    name = (event.event or "").lower()
+    if event.type in ("page", "screen"):
+        return 1
+    if "order completed" in name or "purchase" in name:
+        return 5
+    if "added" in name or "cart" in name:
+        return 3
+    if "view" in name:
+        return 1
+    return 2
+
+
+def _lww(target: dict, name: str, value: Any, key: EventKey) -> None:
+    """Last writer wins by (time, message id): commutative and idempotent."""
+    current = target.get(name)
+    if current is None or (current[1], current[2]) < key:
+        target[name] = [value, key[0], key[1]]
+
+
+def _inc(target: dict, name: str, by: int = 1) -> None:
+    target[name] = target.get(name, 0) + by
+
+
+def _seen(profile: dict, scope: str, time: str) -> None:
+    span = profile["seen"].get(scope)
+    if span is None:
+        profile["seen"][scope] = [time, time]
+    else:
+        span[0], span[1] = min(span[0], time), max(span[1], time)
+
+
+def _trim_recent(recent: dict) -> dict:
+    keep = sorted(recent.items(), key=lambda kv: (kv[1][0], kv[1][1], kv[0]),
+                  reverse=True)[:RECENT_ITEMS]
+    return dict(sorted(keep))
+
+
+def fold_event(profile: dict, event: FoldEvent) -> None:
+    """Fold one event's facts into ``profile`` (in place). Identity is not touched here.
+
+    Every update is commutative, so folding the same events in any order gives the
+    same document. Does not deduplicate: the caller folds each message id once.
+    """
+    key = event.key
+    counts = profile["counts"]
+    counts["total"] += 1
+    _inc(counts["type"], event.type)
+    if event.type == "track" and event.event:
+        _inc(counts["event"], event.event)
+    _inc(counts["source"], event.source)
+    if event.channel:
+        _inc(counts["channel"], event.channel)
+    _seen(profile, "all", event.time)
+    _seen(profile, f"source:{event.source}", event.time)
+    if event.channel:
+        _seen(profile, f"channel:{event.channel}", event.time)
+    for name, value in event.traits.items():
+        _lww(profile["traits"], name, value, key)
+    for name, value in event.preferences.items():
+        _lww(profile["preferences"], name, value, key)
+    for name, value in event.consent.items():
+        _lww(profile["consent"], name, value, key)
+    if event.timezone:
+        tz = profile["timezone"]
+        if tz is None or (tz[1], tz[2]) < key:
+            profile["timezone"] = [event.timezone, key[0], key[1]]
+    if event.type in ("identify", "alias"):
+        return  # what follows is behaviour
+    weight = affinity_weight(event)
+    if event.category:
+        _inc(profile["affinity"]["category"], event.category, weight)
+    if event.item:
+        _inc(profile["affinity"]["item"], event.item, weight)
+        viewed = event.type in ("page", "screen") or "view" in (event.event or "").lower()
+        if viewed:
+            current = profile["recent"].get(event.item)
+            if current is None or tuple(current) < key:
+                profile["recent"][event.item] = list(key)
+            profile["recent"] = _trim_recent(profile["recent"])
+    hour = local_hour(event.time, event.timezone)
+    if hour is None:
+        _inc(profile["hours"]["utc"], str(int(event.time[11:13])))
+    else:
+        _inc(profile["hours"]["local"], str(hour))
+    if event.device:
+        info = {k: v for k, v in event.device.items() if k != "id"}
+        dkey = event.device.get("id") or "|".join(
+            info.get(k, "") for k in ("type", "manufacturer", "model", "os"))
+        entry = profile["devices"].get(dkey)
+        if entry is None:
+            profile["devices"][dkey] = {"first": event.time, "last": event.time,
+                                        "info": [info, key[0], key[1]]}
+        else:
+            entry["first"] = min(entry["first"], event.time)
+            entry["last"] = max(entry["last"], event.time)
+            if (entry["info"][1], entry["info"][2]) < key:
+                entry["info"] = [info, key[0], key[1]]
+
+
+def _merge_lww_map(into: dict, other: dict) -> None:
+    for name, (value, t, m) in other.items():
+        _lww(into, name, value, (t, m))
+
+
+def _merge_counts(into: dict, other: dict) -> None:
+    for name, n in other.items():
+        _inc(into, name, n)
+
+
+def merge_profiles(survivor: dict, merged: dict) -> dict:
+    """The document of ``survivor`` after absorbing ``merged`` (returns a new dict).
+
+    Commutative in every aggregate; the id stays the survivor's, ``merges`` adds up
+    plus one. Pure; does not block.
+    """
+    out = copy.deepcopy(survivor)
+    out["created"] = min(out["created"], merged["created"])
+    out["identifiers"] = sorted(set(out["identifiers"]) | set(merged["identifiers"]))
+    out["merges"] = out["merges"] + merged["merges"] + 1
+    out["notes"] = _trim_notes(out["notes"] + merged["notes"])
+    for section in ("traits", "preferences", "consent"):
+        _merge_lww_map(out[section], merged[section])
+    tz = merged["timezone"]
+    if tz is not None and (out["timezone"] is None
+                           or (out["timezone"][1], out["timezone"][2]) < (tz[1], tz[2])):
+        out["timezone"] = list(tz)
+    out["counts"]["total"] += merged["counts"]["total"]
+    for section in ("type", "event", "source", "channel"):
+        _merge_counts(out["counts"][section], merged["counts"][section])
+    for scope, (first, last) in merged["seen"].items():
+        _seen(out, scope, first)
+        _seen(out, scope, last)
+    for section in ("category", "item"):
+        _merge_counts(out["affinity"][section], merged["affinity"][section])
+    recent = dict(out["recent"])
+    for item, key in merged["recent"].items():
+        if item not in recent or tuple(recent[item]) < tuple(key):
+            recent[item] = list(key)
+    out["recent"] = _trim_recent(recent)
+    for zone in ("local", "utc"):
+        _merge_counts(out["hours"][zone], merged["hours"][zone])
+    for dkey, entry in merged["devices"].items():
+        mine = out["devices"].get(dkey)
+        if mine is None:
+            out["devices"][dkey] = copy.deepcopy(entry)
+        else:
+            mine["first"] = min(mine["first"], entry["first"])
+            mine["last"] = max(mine["last"], entry["last"])
+            if (mine["info"][1], mine["info"][2]) < (entry["info"][1], entry["info"][2]):
+                mine["info"] = copy.deepcopy(entry["info"])
+    return out
+
+
+def _trim_notes(notes: list) -> list:
+    unique = sorted({tuple(n) for n in notes})
+    return [list(n) for n in unique[:NOTES_KEPT]]
+
+
+# --- identity + fold over a run of events ---------------------------------------------
+@dataclass
+class Graph:
+    """An identity graph with its profiles, in memory: the whole world for the oracle,
+    one locked interaction component for the worker.
+
+    ``apply`` resolves and folds one event; applying events in canonical order gives
+    the canonical state. ``touched`` and ``new_merges`` tell the store what to write.
+    """
+
+    rules: IdentityRules
+    owners: dict[str, str] = field(default_factory=dict)
+    profiles: dict[str, dict] = field(default_factory=dict)
+    mentioned: set[str] = field(default_factory=set)
+    forgotten: frozenset[str] = frozenset()
+    max_key: EventKey | None = None
+    event_profile: dict[str, str] = field(default_factory=dict)
+    redirects: dict[str, str] = field(default_factory=dict)
+    new_merges: list[dict] = field(default_factory=list)
+    touched: set[str] = field(default_factory=set)
+    touched_identifiers: set[str] = field(default_factory=set)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    # GraphView
+    def owner(self, identifier: str) -> str | None:
+        return self.owners.get(identifier)
+
+    def identifiers_of(self, profile_id: str) -> Iterable[str]:
+        return self.profiles[profile_id]["identifiers"]
+
+    def merge_count(self, profile_id: str) -> int:
+        return self.profiles[profile_id]["merges"]
+
+    def created_key(self, profile_id: str) -> tuple[str, str]:
+        created = self.profiles[profile_id]["created"]
+        return (created[0], created[1])
+
+    def apply(self, event: FoldEvent, usable: list[str] | None = None) -> str | None:
+        """Resolve ``event`` and fold it into its profile; returns the profile id, or
+        None when no identifier of the event is usable (recorded in ``skipped``).
+        ``usable`` may pass the event's usable identifiers when already computed."""
+        if usable is None:
+            usable = usable_identifiers(event.identifiers, self.rules, self.forgotten)
+        self.mentioned.update(usable)
+        self.touched_identifiers.update(usable)
+        if self.max_key is None or self.max_key < event.key:
+            self.max_key = event.key
+        if not usable:
+            self.skipped[event.message_id] = "no_identifier"
+            return None
+        res = resolve(usable, self, self.rules)
+        if res.target is None:
+            pid = profile_id_for(event.message_id)
+            self.profiles[pid] = new_profile(pid, event.key)
+        else:
+            pid = res.target
+        profile = self.profiles[pid]
+        for other in res.merged:
+            absorbed = self.profiles.pop(other)
+            profile = merge_profiles(profile, absorbed)
+            for ident in absorbed["identifiers"]:
+                self.owners[ident] = pid
+                self.touched_identifiers.add(ident)
+            self.redirects[other] = pid
+            for old, new in list(self.redirects.items()):
+                if new == other:
+                    self.redirects[old] = pid
+            self.touched.discard(other)
+            self.new_merges.append({
+                "survivor": pid, "merged": other, "message_id": event.message_id,
+                "rule": "shared_identifier", "event_time": event.time,
+            })
+        if res.added:
+            for ident in res.added:
+                self.owners[ident] = pid
+            profile["identifiers"] = sorted(set(profile["identifiers"]) | set(res.added))
+        if res.dropped:
+            profile["notes"] = _trim_notes(profile["notes"] + [
+                [event.time, event.message_id, d.rule, d.identifier] for d in res.dropped])
+        fold_event(profile, event)
+        self.profiles[pid] = profile
+        self.touched.add(pid)
+        self.event_profile[event.message_id] = pid
+        return pid
+
+    def final_profile_of(self, message_id: str) -> str | None:
+        """The profile an applied event ends in, following merges."""
+        pid = self.event_profile.get(message_id)
+        while pid is not None and pid in self.redirects:
+            pid = self.redirects[pid]
+        return pid
+
+
+def canonical(events: Iterable[FoldEvent]) -> list[FoldEvent]:
+    """Events in canonical order with duplicate message ids removed (first kept)."""
+    seen: dict[str, FoldEvent] = {}
+    for event in events:
+        seen.setdefault(event.message_id, event)
+    return sorted(seen.values(), key=lambda e: e.key)
+
+
+def replay(events: Iterable[FoldEvent], rules: IdentityRules,
+           forgotten: frozenset[str] = frozenset()) -> Graph:
+    """The canonical state of a set of events: resolve and fold them in canonical order
+    into an empty graph. Pure; cost is linear in the events."""
+    graph = Graph(rules=rules, forgotten=forgotten)
+    for event in canonical(events):
+        graph.apply(event)
+    return graph
+
+
+def needs_replay(component_max: EventKey | None, new_events: Iterable[FoldEvent]) -> bool:
+    """True when some new event sorts before an event already in the component: then
+    appending would not be the canonical order, and the component must be replayed."""
+    if component_max is None:
+        return False
+    return any(e.key <= component_max for e in new_events)
+
+
+def profile_view(profile: dict, now: datetime) -> dict[str, Any]:
+    """The profile as the API shows it: values without their LWW bookkeeping, and the
+    active-hours histogram in the person's time zone.
+
+    Events that carried their own zone were counted in it; the others were counted in
+    UTC and are shifted here by the person's zone offset at ``now`` (aware UTC).
+    """
+    tz = profile["timezone"][0] if profile["timezone"] else None
+    hours = [0] * 24
+    for h, n in profile["hours"]["local"].items():
+        hours[int(h)] += n
+    offset = 0
+    zone = _zone(tz) if tz else None
+    if zone is not None:
+        delta = now.astimezone(zone).utcoffset()
+        offset = int(delta.total_seconds() // 3600) if delta else 0
+    for h, n in profile["hours"]["utc"].items():
+        hours[(int(h) + offset) % 24] += n
+    recent = sorted(profile["recent"].items(), key=lambda kv: tuple(kv[1]), reverse=True)
+    return {
+        "id": profile["id"],
+        "identifiers": [dict(zip(("type", "value"), k.split(":", 1), strict=True))
+                        for k in profile["identifiers"]],
+        "traits": {k: v[0] for k, v in profile["traits"].items()},
+        "preferences": {k: v[0] for k, v in profile["preferences"].items()},
+        "consent": {k: v[0] for k, v in profile["consent"].items()},
+        "timezone": tz,
+        "behaviour": {
+            "counts": profile["counts"],
+            "seen": {k: {"first": v[0], "last": v[1]} for k, v in profile["seen"].items()},
+            "affinity": profile["affinity"],
+            "recently_viewed": [{"item": item, "at": key[0]} for item, key in recent],
+            "active_hours": hours,
+            "devices": {k: {"first": v["first"], "last": v["last"], **v["info"][0]}
+                        for k, v in profile["devices"].items()},
+        },
+        "merges_absorbed": profile["merges"],
+        "identity_notes": [{"at": n[0], "message_id": n[1], "rule": n[2], "identifier": n[3]}
+                           for n in profile["notes"]],
+    }

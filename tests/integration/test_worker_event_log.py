@@ -1,5 +1,6 @@
-"""The foundation path: aiokafka producer -> events.view -> Faust agent -> PostgreSQL row,
-with the consumer group's offset committed only after the row is committed."""
+"""The foundation path: aiokafka producer -> events.view -> Faust agent -> PostgreSQL rows
+(the event and its profile), with the consumer group's offset committed only after the
+rows are committed."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.topics import ensure_topics
-from tests.helpers import assert_running, eventually
+from tests.helpers import eventually
+from tests.profiles_helpers import drop_profiles_schema, with_profiles_schema
 
 
 async def committed(admin: AIOKafkaAdminClient, group: str, tp: TopicPartition) -> int | None:
@@ -21,17 +23,18 @@ async def committed(admin: AIOKafkaAdminClient, group: str, tp: TopicPartition) 
 
 
 async def test_view_event_lands_in_postgres_before_offset_commit(make_settings, spawn_worker):
-    settings = make_settings()
+    settings = await with_profiles_schema(make_settings())
     await ensure_topics(settings)
     t = settings.database
     conninfo = dict(host=t.host, port=t.port, user=t.user, password=t.password, dbname=t.dbname)
     topic = settings.topic(settings.topic_view)
 
     # Hold the event log locked, so the worker's insert must wait for us.
+    schema = settings.profiles_schema
     locker = await psycopg.AsyncConnection.connect(**conninfo)
-    await locker.execute("LOCK TABLE event_log IN EXCLUSIVE MODE")
+    await locker.execute(f'LOCK TABLE "{schema}".profile_events IN EXCLUSIVE MODE')
 
-    worker = spawn_worker(settings)
+    spawn_worker(settings)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
     )
@@ -50,10 +53,9 @@ async def test_view_event_lands_in_postgres_before_offset_commit(make_settings, 
         async with await psycopg.AsyncConnection.connect(**conninfo, autocommit=True) as watch:
 
             async def worker_waits_on_lock():
-                assert_running(worker)
                 cur = await watch.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND query ILIKE 'INSERT INTO event_log%%'"
+                    "AND query ILIKE 'INSERT INTO profile_events%%'"
                 )
                 return (await cur.fetchone())[0] > 0
 
@@ -71,17 +73,19 @@ async def test_view_event_lands_in_postgres_before_offset_commit(make_settings, 
 
             async def stored_row():
                 cur = await watch.execute(
-                    "SELECT message_id, key, payload, event_time, \"offset\" FROM event_log "
-                    "WHERE topic = %s", (topic,)
+                    f'SELECT e.message_id, e.event, p.identity, p.behaviour '
+                    f'FROM "{schema}".profile_events e JOIN "{schema}".profiles p '
+                    f'USING (profile_id)'
                 )
                 return await cur.fetchall()
 
-            rows = await eventually(stored_row, timeout=30, what="row in event_log")
+            rows = await eventually(stored_row, timeout=30, what="row in profile_events")
             assert len(rows) == 1
-            message_id, key, payload, event_time, offset = rows[0]
-            assert (message_id, key, offset) == ("msg-view-1", "anon-42", meta.offset)
-            assert payload["properties"] == {"url": "https://example.test/"}
-            assert event_time.isoformat() == "2026-11-01T10:00:00+00:00"
+            message_id, event, identity, behaviour = rows[0]
+            assert message_id == "msg-view-1"
+            assert event["t"] == "2026-11-01T10:00:00.000000Z"
+            assert identity["identifiers"] == ["anonymous_id:anon-42"]
+            assert behaviour["counts"]["type"] == {"page": 1}
 
             async def offset_moved():
                 return await committed(admin, settings.consumer_group, tp) == meta.offset + 1
@@ -91,3 +95,4 @@ async def test_view_event_lands_in_postgres_before_offset_commit(make_settings, 
         await locker.close()
         await producer.stop()
         await admin.close()
+        await drop_profiles_schema(settings)

@@ -39,9 +39,10 @@ async def stored_message_ids(settings) -> list[str]:
     t = settings.database
     async with await psycopg.AsyncConnection.connect(
             host=t.host, port=t.port, user=t.user, password=t.password, dbname=t.dbname) as conn:
-        cur = await conn.execute("SELECT message_id FROM event_log WHERE topic LIKE %s",
+        # Message ids carry the test's unique topic prefix, so only this test's rows match.
+        cur = await conn.execute("SELECT message_id FROM profile_events WHERE message_id LIKE %s",
                                  (settings.topic_prefix + "%",))
-        return sorted(row[0] for row in await cur.fetchall())
+        return sorted(row[0].removeprefix(settings.topic_prefix) for row in await cur.fetchall())
 
 
 async def test_invalid_direct_records_are_dead_lettered_with_origin_headers(
@@ -50,9 +51,9 @@ async def test_invalid_direct_records_are_dead_lettered_with_origin_headers(
     await ensure_topics(settings)
     worker = spawn_worker(settings)
     sent = await produce(settings, settings.topic_view, [
-        (b"anon-direct", valid_view("direct-1")),
+        (b"anon-direct", valid_view(settings.topic_prefix + "direct-1")),
         (b"anon-direct", b"{not json"),
-        (b"anon-direct", valid_view("direct-2")),
+        (b"anon-direct", valid_view(settings.topic_prefix + "direct-2")),
         # A track event written to the view topic: valid JSON, wrong topic.
         (b"u", orjson.dumps({"type": "track", "event": "x", "userId": "u", "messageId": "m",
                              "timestamp": TS})),

@@ -1,0 +1,318 @@
+"""``streams bench pipeline``: events folded into PostgreSQL profiles per second, end to
+end, against a Faust agent that does nothing, on the same topics in the same run.
+
+Steps: produce N events for P people into fresh topics; run the no-op worker over them
+and time it from its first to its last offset commit; run ``streams worker`` (into a
+fresh schema) over the same topics and time it the same way, sampling its RSS; then
+produce at half the measured fold rate and take the p99 of produce -> row visible
+(committed) in PostgreSQL; finally the schema's bytes per profile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+
+import click
+import orjson
+import psutil
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import text
+
+from streams.profiles.store import event_partitions
+from streams.settings import Settings, load_settings
+
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+def make_events(people: int, events: int, seed: int = 1, start: float | None = None,
+                prefix: str = "b") -> list[tuple[bytes, bytes, str]]:
+    """(key, value, topic kind) for ``events`` envelopes spread over ``people`` people:
+    anonymous views first, then identifies linking a user id, then clicks. Pure."""
+    rnd = random.Random(seed)
+    base = start if start is not None else 1_772_000_000.0
+    out = []
+    for i in range(events):
+        person = i % people
+        step = i // people
+        anon = f"{prefix}-a{person}"
+        doc: dict = {"messageId": f"{prefix}-{i}", "anonymousId": anon,
+                     "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S",
+                                                time.gmtime(base + i * 0.01)) + "Z",
+                     "source": rnd.choice(["web", "mobile", "smartwatch"]),
+                     "context": {"timezone": "Europe/Paris"}}
+        if step % 3 == 1:
+            doc.update(type="identify", userId=f"{prefix}-u{person}",
+                       traits={"email": f"{prefix}{person}@example.test", "plan": "pro"})
+            kind = "identify"
+        elif step % 3 == 0:
+            doc.update(type="page", name="Product",
+                       properties={"product_id": f"sku-{rnd.randint(0, 500)}",
+                                   "category": rnd.choice(["shoes", "books", "music"])})
+            kind = "view"
+        else:
+            doc.update(type="track", event="Product Added",
+                       properties={"product_id": f"sku-{rnd.randint(0, 500)}"})
+            kind = "click"
+        out.append((anon.encode(), orjson.dumps(doc), kind))
+    return out
+
+
+def _topic(settings: Settings, kind: str) -> str:
+    return settings.topic({"view": settings.topic_view, "identify": settings.topic_identify,
+                           "click": settings.topic_click}[kind])
+
+
+async def produce(settings: Settings, records, rate: float | None = None,
+                  sent_at: dict | None = None) -> None:
+    """Send records (at ``rate`` per second when given), recording send times by
+    message id in ``sent_at``."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                                enable_idempotence=True, linger_ms=5,
+                                max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        t0 = time.monotonic()
+        futures = []
+        for n, (key, value, kind) in enumerate(records):
+            if rate:
+                # Paced in 10 ms steps, so that pacing costs little CPU.
+                due = t0 + n / rate
+                delay = due - time.monotonic()
+                if delay > 0.01:
+                    await asyncio.sleep(delay)
+            if sent_at is not None:
+                sent_at[orjson.loads(value)["messageId"]] = time.monotonic()
+            futures.append(await producer.send(_topic(settings, kind), value, key=key))
+            if len(futures) >= 5000:
+                await asyncio.gather(*futures)
+                futures = []
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def committed_total(settings: Settings, admin: AIOKafkaAdminClient) -> int:
+    offsets = await admin.list_consumer_group_offsets(settings.consumer_group)
+    return sum(max(m.offset, 0) for tp, m in offsets.items() if tp.topic in settings.event_topics)
+
+
+async def end_total(settings: Settings) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        tps = await event_partitions(settings)
+        return sum((await consumer.end_offsets(tps)).values())
+    finally:
+        await consumer.stop()
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMS_")}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        elif isinstance(value, dict):
+            value = ",".join(f"{k}={v}" for k, v in value.items())
+        env[f"STREAMS_{name.upper()}"] = str(value)
+    return env
+
+
+async def run_until_caught_up(settings: Settings, argv: list[str], total: int,
+                              rss: list[int] | None = None, limit_s: float = 1800
+                              ) -> tuple[float, subprocess.Popen]:
+    """Start ``argv`` as a worker and return (events/s between its first and last offset
+    commit, the process). Samples the process tree's RSS into ``rss``."""
+    # Popen returns at once (it does not wait for the child), so it does not block the loop.
+    proc = subprocess.Popen(argv, env=_env(settings), stdout=subprocess.DEVNULL,  # noqa: ASYNC220
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    first: tuple[float, int] | None = None
+    deadline = time.monotonic() + limit_s
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise click.ClickException(f"worker exited with status {proc.returncode}")
+            done = await committed_total(settings, admin)
+            now = time.monotonic()
+            if rss is not None:
+                try:
+                    rss.append(psutil.Process(proc.pid).memory_info().rss)
+                except psutil.Error:
+                    pass
+            if os.environ.get("STREAMS_BENCH_TRACE"):
+                console.print(f"  {now:.2f} committed {done}")
+            if done > 0 and first is None:
+                first = (now, done)
+            if done >= total and first is not None:
+                span = now - first[0]
+                return ((total - first[1]) / span if span > 0 else float("inf")), proc
+            await asyncio.sleep(0.1)
+        raise click.ClickException(f"worker did not catch up within {limit_s:.0f}s")
+    finally:
+        await admin.close()
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+async def latency_p99(settings: Settings, rate: float, seconds: float) -> tuple[float, int]:
+    """Produce at ``rate`` for ``seconds`` and return (p99 seconds from send to the row
+    being visible in PostgreSQL, samples)."""
+    from streams.db import async_engine
+
+    n = max(50, int(rate * seconds))
+    records = make_events(max(1, n // 3), n, seed=7, start=2_000_000_000.0, prefix="lat")
+    sent: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    engine = async_engine(settings, pool_size=1, max_overflow=0)
+    schema = settings.profiles_schema
+    producing = asyncio.create_task(produce(settings, records, rate=rate, sent_at=sent))
+    try:
+        deadline = time.monotonic() + seconds + 120
+        while time.monotonic() < deadline and len(seen) < n:
+            pending = [m for m in sent if m not in seen]
+            if pending:
+                async with engine.connect() as conn:
+                    rows = await conn.execute(text(
+                        f'SELECT message_id FROM "{schema}".profile_events '
+                        "WHERE message_id = ANY(:m)"), {"m": pending})
+                    now = time.monotonic()
+                    for (m,) in rows:
+                        seen[m] = now
+            await asyncio.sleep(0.05)
+        await producing
+    finally:
+        await engine.dispose()
+    latencies = sorted(seen[m] - sent[m] for m in seen)
+    if not latencies:
+        raise click.ClickException("no latency samples: the worker stored nothing")
+    if os.environ.get("STREAMS_BENCH_TRACE"):
+        q = statistics.quantiles(latencies, n=100)
+        console.print(f"  latency p50 {q[49]:.3f}s p90 {q[89]:.3f}s p99 {q[98]:.3f}s "
+                      f"max {latencies[-1]:.3f}s")
+    return statistics.quantiles(latencies, n=100)[98], len(latencies)
+
+
+async def bytes_per_profile(settings: Settings) -> tuple[float, int]:
+    from streams.db import async_engine
+
+    engine = async_engine(settings, pool_size=1, max_overflow=0)
+    try:
+        async with engine.connect() as conn:
+            schema = settings.profiles_schema
+            total = (await conn.execute(text(
+                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = :s AND c.relkind IN ('r', 'm')"), {"s": schema})).scalar_one()
+            profiles = (await conn.execute(text(
+                f'SELECT count(*) FROM "{schema}".profiles'))).scalar_one()
+        return (total / profiles if profiles else float("nan")), profiles
+    finally:
+        await engine.dispose()
+
+
+@click.command("pipeline")
+@click.option("--profiles", "people", default=100_000, show_default=True,
+              help="People (profiles) in the measured run.")
+@click.option("--events-per-profile", default=2, show_default=True)
+@click.option("--latency-seconds", default=15.0, show_default=True)
+@click.option("--keep", is_flag=True, help="Keep the bench schema and topics.")
+def pipeline(people: int, events_per_profile: int, latency_seconds: float, keep: bool) -> None:
+    """End-to-end events/s into PostgreSQL profiles vs a no-op Faust agent; p99 latency at
+    half load; worker RSS; PostgreSQL bytes per profile."""
+    asyncio.run(_pipeline(people, events_per_profile, latency_seconds, keep))
+
+
+async def _pipeline(people: int, per_profile: int, latency_seconds: float, keep: bool) -> None:
+    from streams.db import async_engine
+    from streams.profiles.store import create_schema, drop_schema
+    from streams.topics import ensure_topics
+
+    tag = uuid.uuid4().hex[:8]
+    base = load_settings()
+    settings = base.model_copy(update={
+        "topic_prefix": f"bench{tag}.", "consumer_group": f"bench-fold-{tag}",
+        "profiles_schema": f"bench_{tag}", "topic_partitions": 4,
+    })
+    engine = async_engine(settings, pool_size=1, max_overflow=0)
+    await create_schema(engine, settings.profiles_schema)
+    await ensure_topics(settings)
+    total = people * per_profile
+    procs: list[subprocess.Popen] = []
+    try:
+        with console.status(f"producing {total:,} events for {people:,} people..."):
+            t0 = time.monotonic()
+            await produce(settings, make_events(people, total))
+            produce_rate = total / (time.monotonic() - t0)
+        ends = await end_total(settings)
+        noop_settings = settings.model_copy(update={"consumer_group": f"bench-noop-{tag}"})
+        with console.status("no-op agent..."):
+            noop_rate, proc = await run_until_caught_up(
+                noop_settings, [sys.executable, "-m", "streams.bench.noop_worker"], ends)
+            procs.append(proc)
+            stop(proc)
+        rss: list[int] = []
+        with console.status("profile stage..."):
+            fold_rate, worker = await run_until_caught_up(
+                settings, [sys.executable, "-m", "streams", "worker"], ends, rss=rss)
+            procs.append(worker)
+        bpp, profiles = await bytes_per_profile(settings)
+        half = fold_rate / 2
+        with console.status(f"latency at {half:,.0f} events/s..."):
+            p99, samples = await latency_p99(settings, half, latency_seconds)
+        try:
+            rss_end = psutil.Process(worker.pid).memory_info().rss
+        except psutil.Error:
+            rss_end = rss[-1] if rss else 0
+        stop(worker)
+        quarter = rss[len(rss) // 4] if rss else 0
+        table = Table(title=f"bench pipeline ({total:,} events, {people:,} people, "
+                            f"4 partitions, batch {settings.batch_size})", title_justify="left")
+        for col in ("measure", "value", "target"):
+            table.add_column(col)
+        table.add_row("producer rate (setup)", f"{produce_rate:,.0f} ev/s", "")
+        table.add_row("no-op Faust agent", f"{noop_rate:,.0f} ev/s", "")
+        table.add_row("folded into PostgreSQL profiles", f"{fold_rate:,.0f} ev/s", ">= 10,000")
+        table.add_row("ratio fold / no-op", f"{fold_rate / noop_rate:.1%}", ">= 60%")
+        table.add_row(f"p99 produce -> committed row at {half:,.0f} ev/s",
+                      f"{p99 * 1000:,.0f} ms ({samples:,} samples)", "< 1000 ms")
+        table.add_row("worker RSS at 25% of the run / end",
+                      f"{quarter / 2**20:,.0f} MiB / {rss_end / 2**20:,.0f} MiB",
+                      "flat in profile count")
+        table.add_row(f"PostgreSQL bytes per profile ({profiles:,} profiles)",
+                      f"{bpp:,.0f} B", "")
+        console.print(table)
+    finally:
+        for p in procs:
+            stop(p)
+        if not keep:
+            await drop_schema(engine, settings.profiles_schema)
+            admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+            await admin.start()
+            try:
+                await admin.delete_topics(list(settings.all_topics))
+            except Exception:  # noqa: BLE001 - leftover bench topics are harmless
+                pass
+            finally:
+                await admin.close()
+        await engine.dispose()

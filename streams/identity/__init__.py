@@ -1,0 +1,1 @@
+"""Identity resolution: which profile an event's identifiers belong to."""

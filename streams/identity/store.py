@@ -1,0 +1,171 @@
+"""PostgreSQL side of the identity graph: tables, locks and lookups.
+
+Locking. Two workers may touch one interaction component at once (identifiers chain
+across partitions). A batch takes transaction-level advisory locks, always in the same
+order: first one per identifier it carries (sorted), then one per component those
+identifiers belong to (sorted), re-reading the identifiers until their components are
+all locked. A lock taken out of order after a concurrent merge can deadlock; PostgreSQL
+then aborts one transaction and the batch is retried, so progress is kept either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    LargeBinary,
+    MetaData,
+    Sequence,
+    Table,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+# The same tables as migration profiles_0001, for ``create_all`` into a fresh schema
+# (``streams rebuild``). The migration is what production runs.
+metadata = MetaData()
+component_id_seq = Sequence("component_id_seq", metadata=metadata)
+components = Table(
+    "components", metadata,
+    Column("component_id", BigInteger, component_id_seq, primary_key=True,
+           server_default=component_id_seq.next_value()),
+    Column("max_time", Text, nullable=False),
+    Column("max_message_id", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+identifier_to_profile = Table(
+    "identifier_to_profile", metadata,
+    Column("identifier", Text, primary_key=True),
+    Column("profile_id", UUID(as_uuid=False), index=True),
+    Column("component_id", BigInteger, nullable=False, index=True),
+)
+profile_merges = Table(
+    "profile_merges", metadata,
+    Column("merge_id", BigInteger, Identity(), primary_key=True),
+    Column("component_id", BigInteger, nullable=False, index=True),
+    Column("survivor_id", UUID(as_uuid=False), nullable=False, index=True),
+    Column("merged_id", UUID(as_uuid=False), nullable=False),
+    Column("message_id", Text, nullable=False),
+    Column("rule", Text, nullable=False),
+    Column("event_time", Text, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+profile_id_to_survivor = Table(
+    "profile_id_to_survivor", metadata,
+    Column("old_id", UUID(as_uuid=False), primary_key=True),
+    Column("profile_id", UUID(as_uuid=False), nullable=False, index=True),
+)
+forgotten_identifiers = Table(
+    "forgotten_identifiers", metadata,
+    Column("identifier_sha256", LargeBinary, primary_key=True),
+    Column("forgotten_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+IDENTIFIER_LOCK_CLASS = 0x5F49
+COMPONENT_LOCK_CLASS = 0x5F43
+
+
+def identifier_digest(identifier: str) -> bytes:
+    """SHA-256 of ``TYPE:VALUE``: how a forgotten identifier is remembered."""
+    return hashlib.sha256(identifier.encode()).digest()
+
+
+def _lock_key(identifier: str) -> int:
+    return int.from_bytes(hashlib.blake2b(identifier.encode(), digest_size=4).digest(),
+                          "big", signed=True)
+
+
+def _component_lock_key(component_id: int) -> int:
+    return int(component_id) & 0x7FFFFFFF
+
+
+async def _lock(conn: AsyncConnection, lock_class: int, keys: Iterable[int]) -> None:
+    ordered = sorted(set(keys))
+    if not ordered:
+        return
+    # unnest keeps the array's order, so the locks are taken in ascending order.
+    await conn.execute(
+        text("SELECT count(pg_advisory_xact_lock(:cls, k)) FROM unnest(CAST(:keys AS int[])) k"),
+        {"cls": lock_class, "keys": ordered},
+    )
+
+
+async def lock_identifiers(conn: AsyncConnection, identifiers: Iterable[str]) -> None:
+    """Take the transaction's advisory locks on ``identifiers`` (blocks until granted)."""
+    await _lock(conn, IDENTIFIER_LOCK_CLASS, (_lock_key(i) for i in identifiers))
+
+
+async def lock_components(conn: AsyncConnection, component_ids: Iterable[int]) -> None:
+    """Take the transaction's advisory locks on components (blocks until granted)."""
+    await _lock(conn, COMPONENT_LOCK_CLASS, (_component_lock_key(c) for c in component_ids))
+
+
+async def components_of(conn: AsyncConnection, identifiers: list[str]) -> dict[str, int]:
+    """identifier -> component id, for the identifiers that have one."""
+    if not identifiers:
+        return {}
+    rows = await conn.execute(
+        text("SELECT identifier, component_id FROM identifier_to_profile "
+             "WHERE identifier = ANY(:ids)"), {"ids": identifiers})
+    return {r[0]: r[1] for r in rows}
+
+
+async def lock_and_map(conn: AsyncConnection, identifiers: list[str]) -> dict[str, int]:
+    """Lock ``identifiers`` and every component they belong to; returns identifier ->
+    component as it stands under the locks (stable until the transaction ends)."""
+    await lock_identifiers(conn, identifiers)
+    locked: set[int] = set()
+    while True:
+        mapping = await components_of(conn, identifiers)
+        missing = set(mapping.values()) - locked
+        if not missing:
+            return mapping
+        await lock_components(conn, missing)
+        locked |= missing
+
+
+async def forgotten_among(conn: AsyncConnection, identifiers: Iterable[str]) -> frozenset[str]:
+    """The identifiers in ``identifiers`` that belong to a forgotten person."""
+    by_digest = {identifier_digest(i): i for i in identifiers}
+    if not by_digest:
+        return frozenset()
+    rows = await conn.execute(
+        text("SELECT identifier_sha256 FROM forgotten_identifiers "
+             "WHERE identifier_sha256 = ANY(:d)"), {"d": list(by_digest)})
+    return frozenset(by_digest[bytes(r[0])] for r in rows)
+
+
+async def profile_for_identifier(conn: AsyncConnection, identifier: str) -> str | None:
+    """The profile id holding ``identifier``, or None."""
+    row = (await conn.execute(
+        text("SELECT profile_id FROM identifier_to_profile WHERE identifier = :i"),
+        {"i": identifier})).first()
+    return str(row[0]) if row and row[0] else None
+
+
+async def survivor_of(conn: AsyncConnection, profile_id: str) -> str | None:
+    """The live profile a merged-away or replaced profile id now answers as, or None."""
+    row = (await conn.execute(
+        text("SELECT profile_id FROM profile_id_to_survivor WHERE old_id = CAST(:p AS uuid)"),
+        {"p": profile_id})).first()
+    return str(row[0]) if row else None
+
+
+async def merges_of(conn: AsyncConnection, profile_id: str) -> list[dict]:
+    """The merge history of a profile (merges it survived), oldest event first."""
+    rows = await conn.execute(
+        text("SELECT survivor_id, merged_id, message_id, rule, event_time FROM profile_merges "
+             "WHERE survivor_id = CAST(:p AS uuid) OR survivor_id IN (SELECT old_id FROM "
+             "profile_id_to_survivor WHERE profile_id = CAST(:p AS uuid)) "
+             "ORDER BY event_time, message_id"),
+        {"p": profile_id})
+    return [{"survivor": str(r[0]), "merged": str(r[1]), "message_id": r[2], "rule": r[3],
+             "event_time": r[4]} for r in rows]

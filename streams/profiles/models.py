@@ -1,0 +1,91 @@
+"""Records of the profile stage: the normalized event that a profile is folded from.
+
+A profile itself is a plain JSON document (a dict) so that it is stored as JSONB and
+compared field by field with the oracle's; ``logic.new_profile`` documents its shape.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+# Profile ids are UUIDv5 of the message id of the event that created the profile: the
+# same events always give the same ids, whatever order they arrived in.
+PROFILE_NAMESPACE = uuid.UUID("6f1d1c9e-52a4-4b8e-9a57-0c6c4bd7d2a1")
+
+EVENT_TYPES = ("track", "page", "screen", "identify", "alias")
+SOURCES = ("web", "mobile", "smartwatch", "social", "unknown")
+
+EventKey = tuple[str, str]  # (event time as canonical ISO string, message id)
+
+
+def profile_id_for(message_id: str) -> str:
+    """The id of a profile created by the event ``message_id``."""
+    return str(uuid.uuid5(PROFILE_NAMESPACE, message_id))
+
+
+def iso(ts: datetime) -> str:
+    """Canonical, sortable UTC form: ``YYYY-MM-DDTHH:MM:SS.ffffffZ``."""
+    if ts.tzinfo is None:
+        raise ValueError("naive datetime: event times must be timezone-aware")
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class FoldEvent:
+    """One accepted event, reduced to what identity resolution and the profile fold need.
+
+    ``identifiers`` are normalized ``TYPE:VALUE`` strings (blocked ones included: the
+    rules are applied at resolution time). ``time`` is the canonical ISO form.
+    """
+
+    message_id: str
+    time: str
+    type: str
+    identifiers: tuple[str, ...]
+    source: str = "unknown"
+    channel: str | None = None
+    event: str | None = None
+    category: str | None = None
+    item: str | None = None
+    traits: dict[str, Any] = field(default_factory=dict)
+    preferences: dict[str, Any] = field(default_factory=dict)
+    consent: dict[str, bool] = field(default_factory=dict)
+    timezone: str | None = None
+    device: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> EventKey:
+        """The canonical order of events: event time, then message id."""
+        return (self.time, self.message_id)
+
+    def to_json(self) -> dict[str, Any]:
+        """A compact JSON-able dict (empty fields left out); ``from_json`` reverses it."""
+        doc: dict[str, Any] = {"m": self.message_id, "t": self.time, "y": self.type,
+                               "i": list(self.identifiers), "s": self.source}
+        for short, value in (("c", self.channel), ("e", self.event), ("g", self.category),
+                             ("p", self.item), ("tr", self.traits), ("pr", self.preferences),
+                             ("co", self.consent), ("tz", self.timezone), ("d", self.device)):
+            if value:
+                doc[short] = value
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> FoldEvent:
+        """Rebuild an event stored with ``to_json``. Raises KeyError on a malformed doc."""
+        return cls(
+            message_id=doc["m"], time=doc["t"], type=doc["y"], identifiers=tuple(doc["i"]),
+            source=doc.get("s", "unknown"), channel=doc.get("c"), event=doc.get("e"),
+            category=doc.get("g"), item=doc.get("p"), traits=doc.get("tr") or {},
+            preferences=doc.get("pr") or {}, consent=doc.get("co") or {},
+            timezone=doc.get("tz"), device=doc.get("d") or {},
+        )
+
+
+@dataclass(frozen=True)
+class InvalidEvent:
+    """A record that cannot become a ``FoldEvent``, and why (goes to the DLQ header)."""
+
+    reason: str

@@ -1,0 +1,188 @@
+"""The real pipeline against the oracle: real Kafka, real PostgreSQL, `streams worker`
+subprocesses, varied partition counts and batch sizes, one and two workers, and a
+worker killed with SIGKILL in the middle of a stream."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+
+import psycopg
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streams.profiles.oracle import oracle
+from streams.topics import ensure_topics
+from tests.event_strategies import TEST_RULES, event_logs
+from tests.profiles_helpers import (
+    drop_profiles_schema,
+    group_caught_up,
+    produce,
+    stored_profiles,
+    wait_until,
+    with_profiles_schema,
+)
+
+RULE_SETTINGS = {"identity_limits": {"user_id": "1", "email": "2"},
+                 "identity_default_limit": 3, "identity_merge_cap": 3}
+
+
+def stop(proc) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except Exception:  # noqa: BLE001 - last resort for a hung worker
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def diff(stored: dict, expected: dict) -> str:
+    lines = []
+    for pid in sorted(set(stored) | set(expected)):
+        a, b = stored.get(pid), expected.get(pid)
+        if a != b:
+            lines.append(f"{pid}: stored={a and a['identifiers']} "
+                         f"oracle={b and b['identifiers']}")
+    return "\n".join(lines[:20])
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
+@given(logs=event_logs(min_size=10, max_size=40), partitions=st.sampled_from([1, 3, 5]),
+       batch_size=st.sampled_from([1, 7, 50]), workers=st.sampled_from([1, 2]))
+async def test_pipeline_equals_oracle(make_settings, spawn_worker, logs, partitions,
+                                      batch_size, workers):
+    base = make_settings(topic_partitions=partitions, batch_size=batch_size, **RULE_SETTINGS)
+    s = await with_profiles_schema(base)
+    await ensure_topics(s)
+    procs = [spawn_worker(s, name=f"w{i}") for i in range(workers)]
+    try:
+        await produce(s, logs)
+        await wait_until(lambda: group_caught_up(s), limit_s=120, what="workers caught up")
+        expected = oracle(logs, TEST_RULES).profiles
+        stored = await stored_profiles(s)
+        assert stored == expected, diff(stored, expected)
+    finally:
+        for p in procs:
+            stop(p)
+        await drop_profiles_schema(s)
+
+
+def random_log(seed: int, n: int) -> list[dict]:
+    """A larger log for the kill test: chains, shared kiosks, several users, duplicates."""
+    rnd = random.Random(seed)
+    docs = []
+    for i in range(n):
+        doc = {"type": rnd.choice(["page", "track", "identify", "screen"]),
+               "messageId": f"k-{i}", "anonymousId": f"anon-{rnd.randint(0, 60)}",
+               "timestamp": f"2026-03-01T{10 + rnd.randint(0, 3)}:{rnd.randint(0, 59):02d}:00Z",
+               "event": "Product Viewed", "name": "Home",
+               "properties": {"product_id": f"sku-{rnd.randint(0, 9)}", "category": "shoes"}}
+        if rnd.random() < 0.3:
+            doc["userId"] = f"user-{rnd.randint(0, 25)}"
+        if doc["type"] == "identify":
+            doc["traits"] = {"plan": rnd.choice(["free", "pro"]),
+                             "email": f"p{rnd.randint(0, 30)}@example.test"}
+        docs.append(doc)
+    docs += [dict(docs[rnd.randrange(len(docs))]) for _ in range(n // 10)]  # duplicates
+    rnd.shuffle(docs)
+    return docs
+
+
+async def test_sigkill_mid_stream_loses_nothing_counts_nothing_twice(make_settings,
+                                                                    spawn_worker):
+    base = make_settings(topic_partitions=3, batch_size=10, batch_seconds=0.05,
+                         **RULE_SETTINGS)
+    s = await with_profiles_schema(base)
+    await ensure_topics(s)
+    logs = random_log(11, 600)
+    t = s.database
+    conninfo = dict(host=t.host, port=t.port, user=t.user, password=t.password,
+                    dbname=t.dbname, autocommit=True)
+    first = spawn_worker(s, name="victim")
+    second = None
+    try:
+        await produce(s, logs[:400])
+
+        async def some_but_not_all_stored():
+            async with await psycopg.AsyncConnection.connect(**conninfo) as conn:
+                cur = await conn.execute(
+                    f'SELECT count(*) FROM "{s.profiles_schema}".profile_events')
+                n = (await cur.fetchone())[0]
+            return n >= 50
+
+        await wait_until(some_but_not_all_stored, limit_s=90, what="worker mid-stream",
+                         interval=0.1)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+        assert not await group_caught_up(s), "the worker finished before it was killed"
+        await produce(s, logs[400:])
+        second = spawn_worker(s, name="restarted")
+        await wait_until(lambda: group_caught_up(s), limit_s=180, what="restarted worker")
+        expected = oracle(logs, TEST_RULES).profiles
+        stored = await stored_profiles(s)
+        assert stored == expected, diff(stored, expected)
+        assert sum(p["counts"]["total"] for p in stored.values()) == len(
+            {d["messageId"] for d in logs})
+    finally:
+        stop(first)
+        if second is not None:
+            stop(second)
+        await drop_profiles_schema(s)
+
+
+async def test_two_workers_sharing_partitions_equal_the_oracle(make_settings, spawn_worker):
+    base = make_settings(topic_partitions=4, batch_size=13, **RULE_SETTINGS)
+    s = await with_profiles_schema(base)
+    await ensure_topics(s)
+    logs = random_log(5, 300)
+    procs = [spawn_worker(s, name="a"), spawn_worker(s, name="b")]
+    try:
+        await produce(s, logs)
+        await wait_until(lambda: group_caught_up(s), limit_s=180, what="two workers caught up")
+        expected = oracle(logs, TEST_RULES).profiles
+        stored = await stored_profiles(s)
+        assert stored == expected, diff(stored, expected)
+    finally:
+        for p in procs:
+            stop(p)
+        await drop_profiles_schema(s)
+
+
+async def test_database_connection_killed_mid_batch_is_retried_not_lost(make_settings,
+                                                                        spawn_worker):
+    s = await with_profiles_schema(make_settings(topic_partitions=2, **RULE_SETTINGS))
+    await ensure_topics(s)
+    t = s.database
+    conninfo = dict(host=t.host, port=t.port, user=t.user, password=t.password,
+                    dbname=t.dbname)
+    logs = random_log(3, 60)
+    locker = await psycopg.AsyncConnection.connect(**conninfo)
+    await locker.execute(f'LOCK TABLE "{s.profiles_schema}".profile_events IN EXCLUSIVE MODE')
+    proc = spawn_worker(s)
+    try:
+        await produce(s, logs)
+        async with await psycopg.AsyncConnection.connect(**conninfo, autocommit=True) as watch:
+
+            async def blocked_backends():
+                cur = await watch.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query ILIKE 'INSERT INTO profile_events%%'")
+                return [r[0] for r in await cur.fetchall()]
+
+            pids = await wait_until(blocked_backends, limit_s=60, what="worker blocked",
+                                    interval=0.2)
+            # The database drops the worker's connection in the middle of its transaction.
+            for pid in pids:
+                await watch.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            await locker.rollback()
+            await wait_until(lambda: group_caught_up(s), limit_s=120, what="worker caught up")
+        expected = oracle(logs, TEST_RULES).profiles
+        stored = await stored_profiles(s)
+        assert stored == expected, diff(stored, expected)
+        assert proc.poll() is None, "the worker died instead of retrying"
+    finally:
+        await locker.close()
+        stop(proc)
+        await drop_profiles_schema(s)

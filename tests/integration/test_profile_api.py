@@ -1,0 +1,137 @@
+"""Through the running pipeline: the profile API (read, find, merged-away ids, forget and
+suppression), `streams profile get`, `streams rebuild`, and dead letters on Kafka."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import orjson
+from aiohttp.test_utils import TestClient, TestServer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from streams.profiles.models import profile_id_for
+from streams.server import create_web_app
+from streams.topics import ensure_topics
+from tests.helpers import child_env
+from tests.profiles_helpers import (
+    drop_profiles_schema,
+    group_caught_up,
+    produce,
+    wait_until,
+    with_profiles_schema,
+)
+
+EVENTS = [
+    {"type": "page", "messageId": "m1", "anonymousId": "a1", "name": "Home",
+     "timestamp": "2026-03-01T10:00:00Z", "source": "web",
+     "properties": {"product_id": "sku-1", "category": "shoes"}},
+    {"type": "screen", "messageId": "m2", "anonymousId": "a2", "name": "Shoe",
+     "timestamp": "2026-03-01T10:01:00Z", "source": "mobile",
+     "context": {"device": {"id": "phone-1"}}},
+    {"type": "identify", "messageId": "m3", "anonymousId": "a2", "userId": "u1",
+     "timestamp": "2026-03-01T10:02:00Z",
+     "traits": {"email": "Ann@Example.test", "plan": "pro", "consent": {"email": True}}},
+    {"type": "alias", "messageId": "m4", "previousId": "a1", "userId": "u1",
+     "timestamp": "2026-03-01T10:03:00Z"},
+    {"type": "page", "messageId": "m5", "anonymousId": "b1", "userId": "u2", "name": "Home",
+     "timestamp": "2026-03-01T10:04:00Z"},
+]
+
+
+def cli(settings, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "streams", *args], env=child_env(settings),
+                          capture_output=True, text=True, timeout=180)
+
+
+async def test_profile_api_forget_rebuild_and_dlq(make_settings, spawn_worker):
+    s = await with_profiles_schema(make_settings(topic_partitions=2))
+    await ensure_topics(s)
+    spawn_worker(s)
+    client = TestClient(TestServer(create_web_app(s)))
+    await client.start_server()
+    try:
+        await produce(s, EVENTS)
+        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
+        await producer.start()
+        await producer.send_and_wait(s.topic(s.topic_click), b"{broken", key=b"x")
+        await producer.stop()
+        await wait_until(lambda: group_caught_up(s), limit_s=90, what="worker caught up")
+
+        # Find by a normalized identifier; the oldest profile (m1's) survived the merges.
+        resp = await client.get("/v1/profiles", params={"identifier": "email: ANN@example.test"})
+        assert resp.status == 200, await resp.text()
+        body = await resp.json()
+        survivor = profile_id_for("m1")
+        assert body["id"] == survivor
+        assert {i["type"] for i in body["identifiers"]} == {
+            "anonymous_id", "user_id", "email", "device_id"}
+        assert body["traits"] == {"plan": "pro", "email": "Ann@Example.test"}
+        assert body["consent"] == {"email": True}
+        assert body["behaviour"]["counts"]["total"] == 4
+        # identify and alias carry no device hints: web, as validation derives it
+        assert body["behaviour"]["counts"]["source"] == {"web": 3, "mobile": 1}
+        assert [m["merged"] for m in body["merge_history"]] == [profile_id_for("m2")]
+
+        # A merged-away id answers with the survivor.
+        resp = await client.get(f"/v1/profiles/{profile_id_for('m2')}")
+        assert resp.status == 200 and (await resp.json())["id"] == survivor
+
+        # Bad input is named; unknown is 404.
+        resp = await client.get("/v1/profiles", params={"identifier": "email:nope"})
+        assert resp.status == 400 and (await resp.json())["field"] == "identifier"
+        resp = await client.get("/v1/profiles/not-a-uuid")
+        assert resp.status == 400 and (await resp.json())["field"] == "profile_id"
+        resp = await client.get(f"/v1/profiles/{profile_id_for('nobody')}")
+        assert resp.status == 404
+
+        # The CLI reads the same profile.
+        out = cli(s, "profile", "get", "user_id:u1")
+        assert out.returncode == 0, out.stderr
+        assert orjson.loads(out.stdout)["id"] == survivor
+        assert cli(s, "profile", "get", "user_id:nobody").returncode == 1
+
+        # Forget the person; a later event with one of their identifiers is suppressed.
+        resp = await client.delete(f"/v1/profiles/{survivor}")
+        assert resp.status == 200
+        assert (await resp.json())["forgotten"]["events"] == 4
+        resp = await client.get(f"/v1/profiles/{survivor}")
+        assert resp.status == 404
+        await produce(s, [{"type": "track", "messageId": "m6", "anonymousId": "fresh",
+                           "userId": "u1", "event": "Post Liked",
+                           "timestamp": "2026-03-02T10:00:00Z"}])
+        await wait_until(lambda: group_caught_up(s), limit_s=60, what="worker caught up")
+        resp = await client.get("/v1/profiles", params={"identifier": "anonymous_id:fresh"})
+        assert resp.status == 404
+        from streams.db import async_engine
+        from streams.profiles.store import ProfileStore
+        engine = async_engine(s, pool_size=1, max_overflow=0)
+        try:
+            counts = await ProfileStore(engine, schema=s.profiles_schema).counts()
+        finally:
+            await engine.dispose()
+        assert counts["skipped_forgotten"] == 1 and counts["profiles"] == 1
+
+        # Rebuilding from the topics gives the live profiles back.
+        out = cli(s, "rebuild", "--check")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "no differences" in out.stdout
+
+        # The broken record is in the DLQ with where it came from and why.
+        consumer = AIOKafkaConsumer(s.topic(s.topic_dlq), bootstrap_servers=s.kafka_bootstrap,
+                                    auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            batch = await consumer.getmany(timeout_ms=10_000)
+            records = [r for rs in batch.values() for r in rs]
+        finally:
+            await consumer.stop()
+        assert len(records) == 1
+        headers = dict(records[0].headers)
+        assert orjson.loads(records[0].value)["raw"] == "{broken"  # an events.dlq document
+        assert headers["x-original-topic"] == s.topic(s.topic_click).encode()
+        assert headers["x-original-offset"] == b"0"
+        assert headers["x-reason"].startswith(b"value is not JSON")
+    finally:
+        await client.close()
+        await drop_profiles_schema(s)

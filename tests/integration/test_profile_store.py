@@ -1,0 +1,180 @@
+"""The PostgreSQL profile store against the oracle, without Kafka: arbitrary arrival
+orders and batch sizes, two concurrent writers, duplicates, forgetting."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streams.db import async_engine
+from streams.profiles.logic import decode_envelope
+from streams.profiles.models import FoldEvent
+from streams.profiles.oracle import oracle
+from streams.profiles.store import ProfileStore, create_schema, drop_schema
+from tests.event_strategies import TEST_RULES, event_logs
+from tests.helpers import unique
+
+
+def decoded(logs):
+    return [e for e in map(decode_envelope, logs) if isinstance(e, FoldEvent)]
+
+
+@pytest.fixture
+async def engine(session_settings):
+    eng = async_engine(session_settings, pool_size=4, max_overflow=0)
+    yield eng
+    await eng.dispose()
+
+
+async def fresh_store(engine) -> ProfileStore:
+    schema = unique("ps_")
+    await create_schema(engine, schema)
+    return ProfileStore(engine, TEST_RULES, schema=schema)
+
+
+async def check_equal(store: ProfileStore, logs) -> None:
+    expected = oracle(logs, TEST_RULES)
+    assert await store.all_profiles() == expected.profiles
+    async with store.engine.connect() as conn:
+        await store._begin(conn)
+        from sqlalchemy import text
+        rows = await conn.execute(text(
+            "SELECT identifier, profile_id FROM identifier_to_profile "
+            "WHERE profile_id IS NOT NULL"))
+        assert {r[0]: str(r[1]) for r in rows} == expected.owners
+        rows = await conn.execute(text(
+            "SELECT survivor_id, merged_id, message_id, rule, event_time FROM profile_merges"))
+        got = sorted((str(a), str(b), c, d, e) for a, b, c, d, e in rows)
+        want = sorted((m["survivor"], m["merged"], m["message_id"], m["rule"], m["event_time"])
+                      for m in expected.merges)
+        assert got == want
+        n = (await conn.execute(text("SELECT count(*) FROM profile_events"))).scalar_one()
+        assert n == sum(p["counts"]["total"] for p in expected.profiles.values())
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(logs=event_logs(max_size=30), seed=st.randoms(use_true_random=False),
+       batch=st.integers(1, 8))
+async def test_store_equals_oracle_in_any_order(engine, logs, seed, batch):
+    store = await fresh_store(engine)
+    try:
+        arrival = decoded(logs)
+        seed.shuffle(arrival)
+        for i in range(0, len(arrival), batch):
+            await store.write_batch(arrival[i:i + batch])
+        await check_equal(store, logs)
+        # A whole redelivery changes nothing.
+        outcome = await store.write_batch(arrival)
+        assert outcome.applied == 0
+        await check_equal(store, logs)
+    finally:
+        await drop_schema(engine, store.schema)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_two_concurrent_writers_equal_the_oracle(engine, seed):
+    rnd = random.Random(seed)
+    logs = [{"type": rnd.choice(["page", "identify", "track"]), "messageId": f"m{i}",
+             "anonymousId": f"a{rnd.randint(0, 12)}",
+             **({"userId": f"u{rnd.randint(0, 5)}"} if rnd.random() < 0.4 else {}),
+             "event": "Product Viewed", "name": "Home",
+             "timestamp": f"2026-03-01T10:{rnd.randint(0, 59):02d}:00Z"} for i in range(160)]
+    store = await fresh_store(engine)
+    other = ProfileStore(engine, TEST_RULES, schema=store.schema)
+    try:
+        events = decoded(logs)
+        rnd.shuffle(events)
+        half = len(events) // 2
+
+        async def writer(s, chunk):
+            for i in range(0, len(chunk), 5):
+                await s.write_batch(chunk[i:i + 5])
+
+        await asyncio.gather(writer(store, events[:half]), writer(other, events[half:]))
+        await check_equal(store, logs)
+    finally:
+        await drop_schema(engine, store.schema)
+
+
+async def test_forget_removes_the_person_and_suppresses_later_events(engine):
+    store = await fresh_store(engine)
+    try:
+        logs = [
+            {"type": "identify", "messageId": "m1", "anonymousId": "a1", "userId": "u1",
+             "traits": {"email": "ann@x.test"}, "timestamp": "2026-03-01T10:00:00Z"},
+            {"type": "page", "messageId": "m2", "anonymousId": "a1",
+             "timestamp": "2026-03-01T10:01:00Z"},
+            {"type": "page", "messageId": "m3", "anonymousId": "a2", "userId": "u2",
+             "timestamp": "2026-03-01T10:02:00Z"},
+        ]
+        await store.write_batch(decoded(logs))
+        found = await store.find_by_identifier("email:ann@x.test")
+        assert found is not None
+        pid = found[0]["id"]
+        removed = await store.forget(pid)
+        assert removed == {"profile_id": pid, "identifiers": 3, "events": 2}
+        assert await store.get_profile(pid) is None
+        assert await store.find_by_identifier("user_id:u1") is None
+        later = decoded([{"type": "page", "messageId": "m4", "anonymousId": "a9",
+                          "userId": "u1", "timestamp": "2026-03-01T11:00:00Z"}])
+        outcome = await store.write_batch(later)
+        assert outcome.skipped == {"forgotten": 1}
+        counts = await store.counts()
+        assert counts["profiles"] == 1 and counts["skipped_forgotten"] == 1
+        assert await store.find_by_identifier("anonymous_id:a9") is None
+        assert (await store.find_by_identifier("user_id:u2"))[0]["counts"]["total"] == 1
+    finally:
+        await drop_schema(engine, store.schema)
+
+
+async def test_merged_away_id_answers_with_the_survivor(engine):
+    store = await fresh_store(engine)
+    try:
+        logs = [
+            {"type": "page", "messageId": "m1", "anonymousId": "a1",
+             "timestamp": "2026-03-01T10:00:00Z"},
+            {"type": "page", "messageId": "m2", "anonymousId": "a2",
+             "timestamp": "2026-03-01T10:01:00Z"},
+            {"type": "alias", "messageId": "m3", "previousId": "a2", "anonymousId": "a1",
+             "userId": "u1", "timestamp": "2026-03-01T10:02:00Z"},
+        ]
+        for e in decoded(logs):
+            await store.write_batch([e])
+        from streams.profiles.models import profile_id_for
+        survivor, merged = profile_id_for("m1"), profile_id_for("m2")
+        doc, history = await store.get_profile(merged)
+        assert doc["id"] == survivor
+        assert [(h["survivor"], h["merged"], h["message_id"]) for h in history] == [
+            (survivor, merged, "m3")]
+    finally:
+        await drop_schema(engine, store.schema)
+
+
+async def test_create_schema_matches_the_migration(engine):
+    """`streams rebuild` and the tests build tables from metadata; production from the
+    migration: both must give the same columns, types and indexes."""
+    store = await fresh_store(engine)
+    from sqlalchemy import text
+
+    async def shape(conn, schema):
+        cols = await conn.execute(text(
+            "SELECT table_name, column_name, data_type, is_nullable FROM "
+            "information_schema.columns WHERE table_schema = :s"), {"s": schema})
+        idx = await conn.execute(text(
+            "SELECT tablename, regexp_replace(indexdef, '^.* USING ', '') FROM pg_indexes "
+            "WHERE schemaname = :s"), {"s": schema})
+        return set(cols), set(idx)
+
+    try:
+        async with engine.connect() as conn:
+            migrated_cols, migrated_idx = await shape(conn, "public")
+            created_cols, created_idx = await shape(conn, store.schema)
+        tables = {c[0] for c in created_cols}
+        assert {c for c in migrated_cols if c[0] in tables} == created_cols
+        assert {i for i in migrated_idx if i[0] in tables} == created_idx
+    finally:
+        await drop_schema(engine, store.schema)

@@ -206,12 +206,13 @@ main.add_command(demo)
 
 
 # --- up -------------------------------------------------------------------------------
-# The long-running parts `streams up` starts, each its own process (the order is the start
-# order). Domains that add a part (demo traffic, triggers) append to this list.
+# The long-running parts `streams up` starts, each its own process writing to its own log
+# (the order is the start order); demo traffic starts once the server answers.
 UP_PARTS: list[tuple[str, list[str]]] = [
     ("worker", ["worker"]),
     ("server", ["serve"]),
 ]
+DEMO_DURATION = 86_400.0  # the longest `streams demo` runs; `up` restarts nothing after it
 
 
 def _interrupt(_signum, _frame) -> None:
@@ -234,11 +235,16 @@ def _wait_http(url: str, timeout: float) -> bool:
 @main.command()
 @click.option("--fresh", is_flag=True, help="Wipe local Kafka and PostgreSQL data first.")
 @click.option("--only-infra", is_flag=True, help="Bring up infra, schema and topics, then exit.")
-def up(fresh: bool, only_infra: bool) -> None:
-    """The whole thing on this machine: infra, migrations, topics, worker, server.
+@click.option("--demo-rate", default=20.0, show_default=True, type=click.FloatRange(0),
+              help="Simulated events per second through the collector (0: no demo traffic).")
+@click.option("--demo-people", default=200, show_default=True, type=click.IntRange(1),
+              help="Simulated people in the demo traffic.")
+def up(fresh: bool, only_infra: bool, demo_rate: float, demo_people: int) -> None:
+    """The whole thing on this machine: infra, migrations, topics, worker, server and
+    demo traffic from web, mobile, watch and social sources.
 
-    Runs in the foreground; Ctrl-C (or SIGTERM) stops the worker and server and leaves
-    Kafka and PostgreSQL running (`streams infra down` stops them).
+    Runs in the foreground; Ctrl-C (or SIGTERM) stops the worker, server and demo and
+    leaves Kafka and PostgreSQL running (`streams infra down` stops them).
     """
     from streams import db as dbmod
     from streams.infra import InfraError, infra_up
@@ -265,24 +271,42 @@ def up(fresh: bool, only_infra: bool) -> None:
     # SIGTERM stops us the way Ctrl-C does, so the children are always stopped.
     signal.signal(signal.SIGTERM, _interrupt)
     children: list[tuple[str, subprocess.Popen]] = []
+    logs = settings.data_dir.resolve() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+
+    def start(name: str, argv: list[str]) -> None:
+        with open(logs / f"{name}.log", "ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "streams", *argv], stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        children.append((name, proc))
+
     code = 0
     try:
         for name, argv in UP_PARTS:
-            children.append((name, subprocess.Popen([sys.executable, "-m", "streams", *argv])))
+            start(name, argv)
         base = f"http://{settings.http_host}:{settings.http_port}"
         if not _wait_http(f"{base}/healthz", timeout=60):
-            raise click.ClickException(f"the server did not answer on {base} within 60s")
+            raise click.ClickException(
+                f"the server did not answer on {base} within 60s; see {logs / 'server.log'}")
+        if demo_rate > 0:
+            start("demo", ["demo", "--rate", str(demo_rate), "--people", str(demo_people),
+                           "--duration", str(DEMO_DURATION), "--url", base])
         console.print(f"up in {time.monotonic() - t0:.1f}s; running: "
                       + ", ".join(f"{n} (pid {p.pid})" for n, p in children))
         click.echo(f"  collector   {base}/v1/batch")
-        click.echo(f"  profiles    {base}/v1/profiles/{{id}}")
+        click.echo(f"  profiles    {base}/v1/profiles?identifier=TYPE:VALUE")
         click.echo(f"  dashboard   {base}/ops")
         click.echo(f"  metrics     {base}/metrics")
+        click.echo(f"  logs        {logs}/")
+        if demo_rate > 0:
+            click.echo(f"Demo traffic: {demo_rate:g} events/s from {demo_people} simulated people "
+                       "(web, app, watch, social).")
         click.echo("Ctrl-C stops these; `streams infra down` stops Kafka and PostgreSQL.")
         while True:
             for name, proc in children:
-                if proc.poll() is not None:
-                    raise click.ClickException(f"{name} exited with code {proc.returncode}")
+                if proc.poll() is not None and not (name == "demo" and proc.returncode == 0):
+                    raise click.ClickException(
+                        f"{name} exited with code {proc.returncode}; see {logs / (name + '.log')}")
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass

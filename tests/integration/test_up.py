@@ -5,9 +5,11 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 
 import psutil
+import psycopg
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.topics import ensure_topics, topic_specs
@@ -15,10 +17,19 @@ from tests.helpers import child_env
 from tests.integration.test_infra import free_port
 
 
-def test_up_runs_worker_and_server_and_stops_them(make_settings, tmp_path):
+def profile_event_count(settings) -> int:
+    t = settings.database
+    with psycopg.connect(host=t.host, port=t.port, user=t.user, password=t.password,
+                         dbname=t.dbname) as conn:
+        return conn.execute("SELECT count(*) FROM profile_events").fetchone()[0]
+
+
+def test_up_runs_worker_server_and_demo_traffic_then_stops_them(make_settings, tmp_path):
     settings = make_settings(http_port=free_port(), data_dir=tmp_path / "data")
+    before = profile_event_count(settings)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streams", "up"], env=child_env(settings),
+        [sys.executable, "-m", "streams", "up", "--demo-rate", "40", "--demo-people", "20"],
+        env=child_env(settings),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     lines = []
@@ -36,8 +47,13 @@ def test_up_runs_worker_and_server_and_stops_them(make_settings, tmp_path):
         with urllib.request.urlopen(f"http://127.0.0.1:{settings.http_port}/healthz") as resp:
             assert resp.status == 200
         children = psutil.Process(proc.pid).children()
-        commands = sorted(" ".join(c.cmdline()[-1:]) for c in children)
-        assert commands == ["serve", "worker"]
+        commands = sorted(c.cmdline()[3] for c in children)  # python -m streams <command>
+        assert commands == ["demo", "serve", "worker"]
+        # Demo traffic goes through the collector and the worker into profiles.
+        deadline = time.monotonic() + 90
+        while profile_event_count(settings) < before + 20 and time.monotonic() < deadline:
+            time.sleep(1)
+        assert profile_event_count(settings) >= before + 20, "no demo events reached profiles"
     finally:
         proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=60)

@@ -8,6 +8,7 @@ PostgreSQL refuses to run as root; when we are root the server runs as the unpri
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pwd
 import re
@@ -24,6 +25,8 @@ from psycopg import sql
 
 from streams.infra.procs import InfraError, ensure_port_free, port_open, tail
 from streams.settings import Settings
+
+log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 60.0
 PG_VERSION_FILE = "PG_VERSION"
@@ -204,13 +207,20 @@ class LocalPostgres:
                 "-c wal_level=replica -c max_wal_size=2GB",
                 "-c synchronous_commit=on -c fsync=on",
             ])
-            proc = self._pg(
-                "pg_ctl", "-D", str(self.pgdata), "-l", str(self.log_file), "-o", options,
-                "-w", "-t", str(int(READY_TIMEOUT)), "start", check=False,
-            )
+            argv = ("pg_ctl", "-D", str(self.pgdata), "-l", str(self.log_file), "-o", options,
+                    "-w", "-t", str(int(READY_TIMEOUT)), "start")
+            proc = self._pg(*argv, check=False)
+            if proc.returncode != 0 and self.pid() is None:
+                # Seen once right after a stop, with nothing in the server's log: a second
+                # try after a pause has always worked. Anything lasting fails below.
+                log.warning("pg_ctl start failed (%s); trying once more",
+                            " | ".join((proc.stderr + proc.stdout).strip().splitlines()[-2:]))
+                time.sleep(2)
+                proc = self._pg(*argv, check=False)
             if proc.returncode != 0:
+                said = " | ".join((proc.stderr + proc.stdout).strip().splitlines()[-2:])
                 raise InfraError(
-                    "postgres: pg_ctl start failed; "
+                    f"postgres: pg_ctl start failed ({said[:300]}); "
                     + tail(self.log_file, 3).replace("\n", " | ")[:400]
                 )
             started = True

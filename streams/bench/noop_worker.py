@@ -7,6 +7,7 @@ from __future__ import annotations
 import faust
 from faust import Worker
 
+from streams.app import tune_gc
 from streams.settings import load_settings
 
 
@@ -29,6 +30,7 @@ def main() -> None:
         async for _batch in stream.take_events(settings.batch_size, within=settings.batch_seconds):
             pass
 
+    tune_gc()  # the same collector settings as ``streams worker``: a fair baseline
     Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 

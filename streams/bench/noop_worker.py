@@ -7,7 +7,7 @@ from __future__ import annotations
 import faust
 from faust import Worker
 
-from streams.app import tune_gc
+from streams.app import tune_gc, use_streams_transport
 from streams.settings import load_settings
 
 
@@ -23,6 +23,7 @@ def main() -> None:
         worker_redirect_stdouts=False, logging_config=None,
     )
     (settings.data_dir.resolve()).mkdir(parents=True, exist_ok=True)
+    use_streams_transport(app)  # the same consumer settings as ``streams worker``
     topics = app.topic(*settings.event_topics, key_serializer="raw", value_serializer="raw")
 
     @app.agent(topics, name="do_nothing")

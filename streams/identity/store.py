@@ -14,7 +14,6 @@ import hashlib
 from collections.abc import Iterable
 
 import orjson
-
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -84,7 +83,7 @@ def identifier_digest(identifier: str) -> bytes:
 # unpacked by PostgreSQL: psycopg adapts a Python list element by element in Python,
 # which cost several milliseconds per statement on 1,000-element batches.
 def json_list(values: Iterable) -> str:
-    """``values`` as a JSON array, for the ``*_ARRAY`` SQL fragments below."""
+    """``values`` as a JSON array, for ``text_array`` and ``bigint_array`` below."""
     return orjson.dumps(list(values)).decode()
 
 

@@ -29,8 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from streams.identity import store as identity_store
 from streams.identity.logic import usable_identifiers
-from streams.identity.store import bigint_array, json_list, text_array
 from streams.identity.models import IdentityRules
+from streams.identity.store import bigint_array, json_list, text_array
 from streams.profiles.logic import Graph, canonical, needs_replay, replay
 from streams.profiles.models import FoldEvent
 

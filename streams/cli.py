@@ -138,7 +138,7 @@ def worker() -> None:
     """
     from faust import Worker
 
-    from streams.app import create_app
+    from streams.app import create_app, tune_gc
     from streams.topics import ensure_topics
 
     settings = _settings()
@@ -151,6 +151,7 @@ def worker() -> None:
     if created:
         console.print(f"created topics: {', '.join(created)}")
     app = create_app(settings)
+    tune_gc()  # perf: see streams.app.GC_THRESHOLDS
     worker_ = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     worker_.execute_from_commandline()
 

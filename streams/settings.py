@@ -71,7 +71,9 @@ class Settings(BaseSettings):
     # --- worker ----------------------------------------------------------------------
     consumer_group: str = "streams-profiles"
     batch_size: int = Field(500, ge=1)
-    batch_seconds: float = Field(0.5, gt=0)
+    # perf: the longest a batch waits to fill; under load batches fill (batch_size) long
+    # before, so this only bounds latency at moderate rates (0.5 gave p99 > 1 s).
+    batch_seconds: float = Field(0.2, gt=0)
     commit_interval: float = Field(1.0, gt=0)
     log_level: str = "info"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import faust
 from faust import Worker
 
+from streams.app import tune_gc, use_streams_transport
 from streams.settings import load_settings
 
 
@@ -22,6 +23,7 @@ def main() -> None:
         worker_redirect_stdouts=False, logging_config=None,
     )
     (settings.data_dir.resolve()).mkdir(parents=True, exist_ok=True)
+    use_streams_transport(app)  # the same consumer settings as ``streams worker``
     topics = app.topic(*settings.event_topics, key_serializer="raw", value_serializer="raw")
 
     @app.agent(topics, name="do_nothing")
@@ -29,6 +31,7 @@ def main() -> None:
         async for _batch in stream.take_events(settings.batch_size, within=settings.batch_seconds):
             pass
 
+    tune_gc()  # the same collector settings as ``streams worker``: a fair baseline
     Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 

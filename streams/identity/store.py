@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
+import orjson
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -78,6 +79,24 @@ def identifier_digest(identifier: str) -> bytes:
     return hashlib.sha256(identifier.encode()).digest()
 
 
+# Hot-path list parameters travel as one JSON array (dumped by orjson in C) and are
+# unpacked by PostgreSQL: psycopg adapts a Python list element by element in Python,
+# which cost several milliseconds per statement on 1,000-element batches.
+def json_list(values: Iterable) -> str:
+    """``values`` as a JSON array, for ``text_array`` and ``bigint_array`` below."""
+    return orjson.dumps(list(values)).decode()
+
+
+def text_array(name: str) -> str:
+    """SQL for a text[] built from the JSON-array parameter ``name``."""
+    return f"ARRAY(SELECT jsonb_array_elements_text(CAST(:{name} AS jsonb)))"
+
+
+def bigint_array(name: str) -> str:
+    """SQL for a bigint[] built from the JSON-array parameter ``name``."""
+    return f"ARRAY(SELECT CAST(jsonb_array_elements(CAST(:{name} AS jsonb)) AS bigint))"
+
+
 def _lock_key(identifier: str) -> int:
     return int.from_bytes(hashlib.blake2b(identifier.encode(), digest_size=4).digest(),
                           "big", signed=True)
@@ -93,8 +112,9 @@ async def _lock(conn: AsyncConnection, lock_class: int, keys: Iterable[int]) -> 
         return
     # unnest keeps the array's order, so the locks are taken in ascending order.
     await conn.execute(
-        text("SELECT count(pg_advisory_xact_lock(:cls, k)) FROM unnest(CAST(:keys AS int[])) k"),
-        {"cls": lock_class, "keys": ordered},
+        text("SELECT count(pg_advisory_xact_lock(:cls, CAST(k AS int))) FROM "
+             f"unnest({bigint_array('keys')}) k"),
+        {"cls": lock_class, "keys": json_list(ordered)},
     )
 
 
@@ -114,7 +134,7 @@ async def components_of(conn: AsyncConnection, identifiers: list[str]) -> dict[s
         return {}
     rows = await conn.execute(
         text("SELECT identifier, component_id FROM identifier_to_profile "
-             "WHERE identifier = ANY(:ids)"), {"ids": identifiers})
+             f"WHERE identifier = ANY({text_array('ids')})"), {"ids": json_list(identifiers)})
     return {r[0]: r[1] for r in rows}
 
 
@@ -139,7 +159,8 @@ async def forgotten_among(conn: AsyncConnection, identifiers: Iterable[str]) -> 
         return frozenset()
     rows = await conn.execute(
         text("SELECT identifier_sha256 FROM forgotten_identifiers "
-             "WHERE identifier_sha256 = ANY(:d)"), {"d": list(by_digest)})
+             "WHERE identifier_sha256 = ANY(ARRAY(SELECT decode(jsonb_array_elements_text("
+             "CAST(:d AS jsonb)), 'hex')))"), {"d": json_list(d.hex() for d in by_digest)})
     return frozenset(by_digest[bytes(r[0])] for r in rows)
 
 

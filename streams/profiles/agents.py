@@ -72,7 +72,7 @@ def decode(record: Consumed, kinds: TopicKinds | None = None) -> FoldEvent | Inv
                               record.value, kinds=kinds)
     if isinstance(checked, InvalidRecord):
         return checked
-    folded = decode_envelope(checked.payload)
+    folded = decode_envelope(checked.payload, checked.event_time)
     if isinstance(folded, InvalidEvent):
         return invalid(record, folded.reason)
     return folded

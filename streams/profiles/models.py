@@ -30,7 +30,11 @@ def iso(ts: datetime) -> str:
     """Canonical, sortable UTC form: ``YYYY-MM-DDTHH:MM:SS.ffffffZ``."""
     if ts.tzinfo is None:
         raise ValueError("naive datetime: event times must be timezone-aware")
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = ts.astimezone(UTC)
+    if utc.year < 1000:  # isoformat and strftime pad such years differently
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # Same text as the strftime form, several times cheaper (hot path).
+    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 @dataclass(frozen=True)

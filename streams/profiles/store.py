@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from streams.identity import store as identity_store
 from streams.identity.logic import usable_identifiers
 from streams.identity.models import IdentityRules
+from streams.identity.store import bigint_array, json_list, text_array
 from streams.profiles.logic import Graph, canonical, needs_replay, replay
 from streams.profiles.models import FoldEvent
 
@@ -187,16 +188,16 @@ class ProfileStore:
 
     async def _known_messages(self, conn: AsyncConnection, message_ids: list[str]) -> set[str]:
         rows = await conn.execute(text(
-            "SELECT message_id FROM profile_events WHERE message_id = ANY(:m) "
-            "UNION ALL SELECT message_id FROM skipped_events WHERE message_id = ANY(:m)"),
-            {"m": message_ids})
+            f"SELECT message_id FROM profile_events WHERE message_id = ANY({text_array('m')}) "
+            "UNION ALL SELECT message_id FROM skipped_events "
+            f"WHERE message_id = ANY({text_array('m')})"), {"m": json_list(message_ids)})
         return {r[0] for r in rows}
 
     async def _load_profiles(self, conn: AsyncConnection, component_ids: list[int]
                              ) -> dict[str, dict]:
         rows = await conn.execute(text(
             f"SELECT {_PROFILE_COLUMNS}, component_id FROM profiles "
-            "WHERE component_id = ANY(:c)"), {"c": component_ids})
+            f"WHERE component_id = ANY({bigint_array('c')})"), {"c": json_list(component_ids)})
         return {str(r[0]): {**row_to_profile(*r[:4]), "_component": r[4]} for r in rows}
 
     async def _write_groups(self, conn: AsyncConnection,
@@ -215,7 +216,7 @@ class ProfileStore:
         if all_cids:
             rows = await conn.execute(text(
                 "SELECT component_id, max_time, max_message_id FROM components "
-                "WHERE component_id = ANY(:c)"), {"c": all_cids})
+                f"WHERE component_id = ANY({bigint_array('c')})"), {"c": json_list(all_cids)})
             max_keys = {r[0]: (r[1], r[2]) for r in rows}
 
         plans = []

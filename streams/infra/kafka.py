@@ -264,8 +264,13 @@ def java_bin() -> str:
 
 
 def _kafka_uuid() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding, never
+    starting with '-' (the format command would read it as an option; Kafka's own
+    Uuid.randomUuid draws again in that case too)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def metadata_ok(bootstrap: str, timeout: float = 5.0) -> bool:

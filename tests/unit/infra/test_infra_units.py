@@ -29,6 +29,14 @@ def test_cluster_id_has_kafka_uuid_shape():
     assert len(cid) == 22 and "=" not in cid
 
 
+def test_cluster_id_never_starts_with_a_dash(monkeypatch):
+    # A leading '-' made StorageTool read the id as an option (seen once in the suite).
+    draws = iter([b"\xfb" + b"\x00" * 15, b"\x01" * 16])
+    monkeypatch.setattr(kafka_mod.uuid, "uuid4", lambda: type("U", (), {"bytes": next(draws)}))
+    cid = kafka_mod._kafka_uuid()
+    assert not cid.startswith("-") and cid == "AQEBAQEBAQEBAQEBAQEBAQ"
+
+
 def test_port_in_use_is_one_clear_line():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

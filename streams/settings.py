@@ -6,6 +6,7 @@ Secrets (the database URL carries a password, write keys are credentials) are he
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -268,6 +269,32 @@ class DatabaseTarget:
 
     def __repr__(self) -> str:
         return f"DatabaseTarget({self.redacted()!r})"
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The STREAMS_* variables that reproduce ``settings`` in a child process (secrets in
+    clear: for a child's environment only, never for printing)."""
+    env: dict[str, str] = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue  # optional settings stay unset
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, dict):
+            value = ",".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, tuple):
+            value = ",".join(str(v) for v in value)
+        elif isinstance(value, Path):
+            value = str(value.resolve())
+        env[f"STREAMS_{name.upper()}"] = str(value)
+    return env
+
+
+def child_environment(settings: Settings) -> dict[str, str]:
+    """This process's environment with every STREAMS_* replaced by ``settings``."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("STREAMS_")}
+    return {**base, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from pydantic import SecretStr
-
-from streams.settings import Settings
+# One implementation, shared with the benchmarks that start child processes.
+from streams.settings import child_environment as child_env  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -19,33 +17,6 @@ REPO = Path(__file__).resolve().parent.parent
 def unique(prefix: str = "t") -> str:
     """A short unique name for topics, groups and databases."""
     return f"{prefix}{uuid.uuid4().hex[:10]}"
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The STREAMS_* environment that reproduces ``settings`` in a child process."""
-    env: dict[str, str] = {}
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        # --- ops: optional settings stay unset; tuples travel comma-separated ---------
-        if value is None:
-            continue
-        if isinstance(value, tuple):
-            value = ",".join(str(v) for v in value)
-        # --- end ops ----------------------------------------------------------------
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        elif isinstance(value, dict):
-            value = ",".join(f"{k}={v}" for k, v in value.items())
-        elif isinstance(value, Path):
-            value = str(value.resolve())
-        env[f"STREAMS_{name.upper()}"] = str(value)
-    return env
-
-
-def child_env(settings: Settings) -> dict[str, str]:
-    """The current environment with every STREAMS_* replaced by ``settings``."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("STREAMS_")}
-    return {**base, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
 
 
 def assert_running(proc) -> None:

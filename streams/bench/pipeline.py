@@ -30,7 +30,7 @@ from rich.table import Table
 from sqlalchemy import text
 
 from streams.profiles.store import event_partitions
-from streams.settings import Settings, load_settings
+from streams.settings import Settings, child_environment, load_settings
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -119,25 +119,13 @@ async def end_total(settings: Settings) -> int:
         await consumer.stop()
 
 
-def _env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMS_")}
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        elif isinstance(value, dict):
-            value = ",".join(f"{k}={v}" for k, v in value.items())
-        env[f"STREAMS_{name.upper()}"] = str(value)
-    return env
-
-
 async def run_until_caught_up(settings: Settings, argv: list[str], total: int,
                               rss: list[int] | None = None, limit_s: float = 1800
                               ) -> tuple[float, subprocess.Popen]:
     """Start ``argv`` as a worker and return (events/s between its first and last offset
     commit, the process). Samples the process tree's RSS into ``rss``."""
     # Popen returns at once (it does not wait for the child), so it does not block the loop.
-    proc = subprocess.Popen(argv, env=_env(settings), stdout=subprocess.DEVNULL,  # noqa: ASYNC220
+    proc = subprocess.Popen(argv, env=child_environment(settings), stdout=subprocess.DEVNULL,  # noqa: ASYNC220
                             stderr=subprocess.DEVNULL, start_new_session=True)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()

@@ -70,3 +70,19 @@ def test_cli_reports_bad_setting_without_echoing_it(monkeypatch):
     assert result.exit_code == 2
     assert "STREAMS_WRITE_KEYS" in result.output
     assert "sk_secret_value" not in result.output
+
+
+def test_child_environment_reproduces_settings(monkeypatch, tmp_path):
+    monkeypatch.setenv("STREAMS_KAFKA_BOOTSTRAP", "elsewhere:1")  # replaced, not inherited
+    from streams.settings import child_environment
+
+    s = load_settings(kafka_bootstrap="10.1.1.1:9092", data_dir=tmp_path, ops_groups=("a", "b"),
+                      write_keys={"k1": "web"})
+    env = child_environment(s)
+    assert env["STREAMS_KAFKA_BOOTSTRAP"] == "10.1.1.1:9092"
+    assert env["STREAMS_DATA_DIR"] == str(tmp_path.resolve())
+    assert env["STREAMS_OPS_GROUPS"] == "a,b" and env["STREAMS_WRITE_KEYS"] == "k1=web"
+    assert "STREAMS_OPS_TOKEN" not in env  # unset optional settings stay unset
+    for key in [k for k in env if k.startswith("STREAMS_")]:
+        monkeypatch.setenv(key, env[key])
+    assert load_settings() == s

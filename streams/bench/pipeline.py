@@ -25,6 +25,7 @@ import orjson
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import text
@@ -105,7 +106,14 @@ async def produce(settings: Settings, records, rate: float | None = None,
 
 
 async def committed_total(settings: Settings, admin: AIOKafkaAdminClient) -> int:
-    offsets = await admin.list_consumer_group_offsets(settings.consumer_group)
+    """Offsets committed by the settings' group over the event topics; 0 while the
+    broker cannot say yet (a fresh broker creates its offsets topic on first use)."""
+    try:
+        offsets = await admin.list_consumer_group_offsets(settings.consumer_group)
+    except KafkaError as exc:
+        if not exc.retriable:
+            raise
+        return 0
     return sum(max(m.offset, 0) for tp, m in offsets.items() if tp.topic in settings.event_topics)
 
 
@@ -128,7 +136,11 @@ async def run_until_caught_up(settings: Settings, argv: list[str], total: int,
     proc = subprocess.Popen(argv, env=child_environment(settings), stdout=subprocess.DEVNULL,  # noqa: ASYNC220
                             stderr=subprocess.DEVNULL, start_new_session=True)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
+    try:
+        await admin.start()
+    except BaseException:
+        stop(proc)
+        raise
     first: tuple[float, int] | None = None
     deadline = time.monotonic() + limit_s
     try:
@@ -139,7 +151,7 @@ async def run_until_caught_up(settings: Settings, argv: list[str], total: int,
             now = time.monotonic()
             if rss is not None:
                 try:
-                    rss.append(psutil.Process(proc.pid).memory_info().rss)
+                    rss.append(tree_rss(proc.pid))
                 except psutil.Error:
                     pass
             if os.environ.get("STREAMS_BENCH_TRACE"):
@@ -151,8 +163,23 @@ async def run_until_caught_up(settings: Settings, argv: list[str], total: int,
                 return ((total - first[1]) / span if span > 0 else float("inf")), proc
             await asyncio.sleep(0.1)
         raise click.ClickException(f"worker did not catch up within {limit_s:.0f}s")
+    except BaseException:
+        stop(proc)  # the caller never sees the process: nothing may outlive the bench
+        raise
     finally:
         await admin.close()
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of a process and its children (the worker and its fold process)."""
+    root = psutil.Process(pid)
+    total = root.memory_info().rss
+    for child in root.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -280,7 +307,7 @@ async def _pipeline(people: int, per_profile: int, latency_seconds: float, keep:
         with console.status(f"latency at {half:,.0f} events/s..."):
             p99, samples = await latency_p99(settings, half, latency_seconds)
         try:
-            rss_end = psutil.Process(worker.pid).memory_info().rss
+            rss_end = tree_rss(worker.pid)
         except psutil.Error:
             rss_end = rss[-1] if rss else 0
         stop(worker)
@@ -295,7 +322,7 @@ async def _pipeline(people: int, per_profile: int, latency_seconds: float, keep:
         table.add_row("ratio fold / no-op", f"{fold_rate / noop_rate:.1%}", ">= 60%")
         table.add_row(f"p99 produce -> committed row at {half:,.0f} ev/s",
                       f"{p99 * 1000:,.0f} ms ({samples:,} samples)", "< 1000 ms")
-        table.add_row("worker RSS at 25% of the run / end",
+        table.add_row("worker RSS (with fold process) at 25% / end",
                       f"{quarter / 2**20:,.0f} MiB / {rss_end / 2**20:,.0f} MiB",
                       "flat in profile count")
         table.add_row(f"PostgreSQL bytes per profile ({profiles:,} profiles)",

@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     identity_merge_cap: int = Field(100, ge=0)
     # Tries of a failing batch before it is split and its failing events dead-lettered.
     profile_retries: int = Field(3, ge=1)
+    # Processes beside the worker that fold batches, one batch each, while Faust gathers
+    # the next (see streams/profiles/folder.py); 0 folds in the worker's own event loop.
+    fold_processes: int = Field(2, ge=0, le=16)
 
     @field_validator("identity_limits", mode="before")
     @classmethod

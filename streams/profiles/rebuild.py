@@ -13,7 +13,7 @@ from sqlalchemy import text
 from streams.db import async_engine
 from streams.identity.models import rules_from_settings
 from streams.ingest.store import topic_kinds
-from streams.profiles.agents import Consumed, decode
+from streams.profiles.folder import Consumed, decode
 from streams.profiles.models import FoldEvent
 from streams.profiles.store import ProfileStore, create_schema, event_partitions
 from streams.settings import Settings

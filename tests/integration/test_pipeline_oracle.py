@@ -1,6 +1,7 @@
 """The real pipeline against the oracle: real Kafka, real PostgreSQL, `streams worker`
-subprocesses, varied partition counts and batch sizes, one and two workers, and a
-worker killed with SIGKILL in the middle of a stream."""
+subprocesses, varied partition counts and batch sizes, one and two workers, folding in
+fold processes or in the worker's own loop, and a worker killed with SIGKILL in the
+middle of a stream."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import random
 import signal
 
+import psutil
 import psycopg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -38,6 +40,12 @@ def stop(proc) -> None:
             proc.wait(timeout=10)
 
 
+def fold_processes(worker: int) -> list[psutil.Process]:
+    """The worker's fold processes (not multiprocessing's resource tracker)."""
+    return [c for c in psutil.Process(worker).children()
+            if "resource_tracker" not in " ".join(c.cmdline())]
+
+
 def diff(stored: dict, expected: dict) -> str:
     lines = []
     for pid in sorted(set(stored) | set(expected)):
@@ -50,10 +58,12 @@ def diff(stored: dict, expected: dict) -> str:
 
 @settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
 @given(logs=event_logs(min_size=10, max_size=40), partitions=st.sampled_from([1, 3, 5]),
-       batch_size=st.sampled_from([1, 7, 50]), workers=st.sampled_from([1, 2]))
+       batch_size=st.sampled_from([1, 7, 50]), workers=st.sampled_from([1, 2]),
+       fold_processes=st.sampled_from([0, 2]))
 async def test_pipeline_equals_oracle(make_settings, spawn_worker, logs, partitions,
-                                      batch_size, workers):
-    base = make_settings(topic_partitions=partitions, batch_size=batch_size, **RULE_SETTINGS)
+                                      batch_size, workers, fold_processes):
+    base = make_settings(topic_partitions=partitions, batch_size=batch_size,
+                         fold_processes=fold_processes, **RULE_SETTINGS)
     s = await with_profiles_schema(base)
     await ensure_topics(s)
     procs = [spawn_worker(s, name=f"w{i}") for i in range(workers)]
@@ -114,8 +124,14 @@ async def test_sigkill_mid_stream_loses_nothing_counts_nothing_twice(make_settin
 
         await wait_until(some_but_not_all_stored, limit_s=90, what="worker mid-stream",
                          interval=0.1)
-        os.killpg(first.pid, signal.SIGKILL)
+        folders = psutil.Process(first.pid).children(recursive=True)
+        assert folders, "the worker has no fold processes"
+        # Only the worker itself, as the kernel's OOM killer would: its fold processes,
+        # maybe mid-transaction, must not outlive it.
+        os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
+        _, alive = psutil.wait_procs(folders, timeout=10)
+        assert not alive, f"fold processes outlived the worker: {alive}"
         assert not await group_caught_up(s), "the worker finished before it was killed"
         await produce(s, logs[400:])
         second = spawn_worker(s, name="restarted")
@@ -182,6 +198,48 @@ async def test_database_connection_killed_mid_batch_is_retried_not_lost(make_set
         stored = await stored_profiles(s)
         assert stored == expected, diff(stored, expected)
         assert proc.poll() is None, "the worker died instead of retrying"
+    finally:
+        await locker.close()
+        stop(proc)
+        await drop_profiles_schema(s)
+
+
+async def test_fold_process_killed_mid_batch_is_replaced_and_nothing_lost(make_settings,
+                                                                          spawn_worker):
+    s = await with_profiles_schema(make_settings(topic_partitions=2, **RULE_SETTINGS))
+    await ensure_topics(s)
+    t = s.database
+    conninfo = dict(host=t.host, port=t.port, user=t.user, password=t.password,
+                    dbname=t.dbname)
+    logs = random_log(4, 80)
+    locker = await psycopg.AsyncConnection.connect(**conninfo)
+    await locker.execute(f'LOCK TABLE "{s.profiles_schema}".profile_events IN EXCLUSIVE MODE')
+    proc = spawn_worker(s)
+    try:
+        await produce(s, logs)
+        async with await psycopg.AsyncConnection.connect(**conninfo, autocommit=True) as watch:
+
+            async def blocked_backends():
+                cur = await watch.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query ILIKE 'INSERT INTO profile_events%%'")
+                return [r[0] for r in await cur.fetchall()]
+
+            await wait_until(blocked_backends, limit_s=60, what="fold blocked", interval=0.2)
+        # Every fold process dies in the middle of its transaction.
+        folders = fold_processes(proc.pid)
+        assert folders, "the worker has no fold processes"
+        for child in folders:
+            child.kill()
+        psutil.wait_procs(folders, timeout=10)
+        await locker.rollback()
+        await wait_until(lambda: group_caught_up(s), limit_s=120, what="worker caught up")
+        expected = oracle(logs, TEST_RULES).profiles
+        stored = await stored_profiles(s)
+        assert stored == expected, diff(stored, expected)
+        assert proc.poll() is None, "the worker died instead of replacing its fold processes"
+        replaced = fold_processes(proc.pid)
+        assert replaced and not {c.pid for c in replaced} & {c.pid for c in folders}
     finally:
         await locker.close()
         stop(proc)

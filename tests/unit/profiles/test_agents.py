@@ -7,8 +7,8 @@ import orjson
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from streams.profiles import agents
-from streams.profiles.agents import Consumed, decode, write_with_retry
+from streams.profiles import agents, folder
+from streams.profiles.folder import Consumed, decode, write_with_retry
 from streams.profiles.store import BatchOutcome
 
 
@@ -56,8 +56,13 @@ def page(mid: str) -> dict:
 
 
 async def process_batch(store, records, dlq, retries):
-    """The agent's batch step as the agent calls it: decoded (validated) records first."""
-    return await agents.process_batch(store, records, [decode(r) for r in records], dlq, retries)
+    """The agent's batch step as ``finish`` runs it: fold (validate, store), then
+    dead-letter what could not be stored."""
+    raws = [(r.topic, r.partition, r.offset, r.key, r.value) for r in records]
+    result = await folder.fold_batch(store, raws, retries)
+    for err in (*result.invalid, *result.failed):
+        await agents.dead_letter(dlq, err)
+    return result
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +70,7 @@ def no_sleep(monkeypatch):
     async def instant(_seconds):
         return None
 
-    monkeypatch.setattr(agents.asyncio, "sleep", instant)
+    monkeypatch.setattr(folder.asyncio, "sleep", instant)
 
 
 async def test_undecodable_record_goes_to_the_dlq_with_where_and_why():
@@ -104,5 +109,5 @@ async def test_a_failing_event_is_retried_then_dead_lettered_alone():
 
 async def test_write_with_retry_raises_after_its_tries():
     with pytest.raises(ValueError):
-        await write_with_retry(FlakyStore(bad={"m1"}), [agents.decode(record(1, page("m1")))],
+        await write_with_retry(FlakyStore(bad={"m1"}), [decode(record(1, page("m1")))],
                                retries=2)

@@ -6,6 +6,7 @@ compared field by field with the oracle's; ``logic.new_profile`` documents its s
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,20 +22,31 @@ SOURCES = ("web", "mobile", "smartwatch", "social", "unknown")
 EventKey = tuple[str, str]  # (event time as canonical ISO string, message id)
 
 
+_NAMESPACE_SHA1 = hashlib.sha1(PROFILE_NAMESPACE.bytes, usedforsecurity=False)
+
+
 def profile_id_for(message_id: str) -> str:
-    """The id of a profile created by the event ``message_id``."""
-    return str(uuid.uuid5(PROFILE_NAMESPACE, message_id))
+    """The id of a profile created by the event ``message_id``: ``uuid.uuid5`` of it in
+    ``PROFILE_NAMESPACE``, computed without building UUID objects (hot path: about a
+    third of the time)."""
+    digest = _NAMESPACE_SHA1.copy()
+    digest.update(message_id.encode())
+    raw = bytearray(digest.digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def iso(ts: datetime) -> str:
     """Canonical, sortable UTC form: ``YYYY-MM-DDTHH:MM:SS.ffffffZ``."""
     if ts.tzinfo is None:
         raise ValueError("naive datetime: event times must be timezone-aware")
-    utc = ts.astimezone(UTC)
+    utc = ts if ts.tzinfo is UTC else ts.astimezone(UTC)
     if utc.year < 1000:  # isoformat and strftime pad such years differently
         return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    # Same text as the strftime form, several times cheaper (hot path).
-    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    # Same text as the strftime form, several times cheaper (hot path); ends "+00:00".
+    return utc.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 @dataclass(frozen=True)

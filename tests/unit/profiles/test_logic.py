@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import uuid
 from datetime import UTC, datetime
 
 import orjson
@@ -23,7 +24,13 @@ from streams.profiles.logic import (
     profile_view,
     replay,
 )
-from streams.profiles.models import FoldEvent, InvalidEvent, profile_id_for
+from streams.profiles.models import (
+    PROFILE_NAMESPACE,
+    FoldEvent,
+    InvalidEvent,
+    iso,
+    profile_id_for,
+)
 from streams.profiles.oracle import oracle
 from tests.event_strategies import TEST_RULES, event_logs
 
@@ -354,3 +361,16 @@ def test_random_interleavings_many_seeds():
         for ev in arrival:
             sim.write_batch([ev])
         assert sim.profiles() == expected
+
+
+@given(st.text(max_size=200))
+def test_profile_ids_are_uuid5_of_the_creating_message_id(message_id):
+    assert profile_id_for(message_id) == str(uuid.uuid5(PROFILE_NAMESPACE, message_id))
+
+
+@given(st.datetimes(timezones=st.timezones()))
+def test_iso_is_the_utc_strftime_form(moment):
+    expected = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if moment.astimezone(UTC).year >= 1000:
+        assert iso(moment) == expected
+    assert iso(moment.astimezone(UTC)) == iso(moment)

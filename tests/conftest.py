@@ -114,7 +114,10 @@ def _is_infra(proc: psutil.Process) -> bool:
         cmd = " ".join(proc.cmdline())
     except psutil.Error:
         return True
-    return "kafka.Kafka" in cmd or "postgres" in proc.name()
+    # multiprocessing's resource tracker is one per process, kept until the interpreter
+    # exits (started by the first fold process a test spawns in-process).
+    return ("kafka.Kafka" in cmd or "postgres" in proc.name()
+            or "multiprocessing.resource_tracker" in cmd)
 
 
 @pytest.fixture(autouse=True)

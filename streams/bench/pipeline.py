@@ -263,13 +263,18 @@ async def bytes_per_profile(settings: Settings) -> tuple[float, int]:
 @click.option("--events-per-profile", default=2, show_default=True)
 @click.option("--latency-seconds", default=15.0, show_default=True)
 @click.option("--keep", is_flag=True, help="Keep the bench schema and topics.")
-def pipeline(people: int, events_per_profile: int, latency_seconds: float, keep: bool) -> None:
+@click.option("--in-process/--no-in-process", "in_process", default=True, show_default=True,
+              help="Also fold the same events in the worker's own loop "
+                   "(STREAMS_FOLD_PROCESSES=0), into another fresh schema.")
+def pipeline(people: int, events_per_profile: int, latency_seconds: float, keep: bool,
+             in_process: bool) -> None:
     """End-to-end events/s into PostgreSQL profiles vs a no-op Faust agent; p99 latency at
     half load; worker RSS; PostgreSQL bytes per profile."""
-    asyncio.run(_pipeline(people, events_per_profile, latency_seconds, keep))
+    asyncio.run(_pipeline(people, events_per_profile, latency_seconds, keep, in_process))
 
 
-async def _pipeline(people: int, per_profile: int, latency_seconds: float, keep: bool) -> None:
+async def _pipeline(people: int, per_profile: int, latency_seconds: float, keep: bool,
+                    in_process: bool = True) -> None:
     from streams.db import async_engine
     from streams.profiles.store import create_schema, drop_schema
     from streams.topics import ensure_topics
@@ -282,6 +287,7 @@ async def _pipeline(people: int, per_profile: int, latency_seconds: float, keep:
     })
     engine = async_engine(settings, pool_size=1, max_overflow=0)
     await create_schema(engine, settings.profiles_schema)
+    schemas = [settings.profiles_schema]
     await ensure_topics(settings)
     total = people * per_profile
     procs: list[subprocess.Popen] = []
@@ -311,15 +317,31 @@ async def _pipeline(people: int, per_profile: int, latency_seconds: float, keep:
         except psutil.Error:
             rss_end = rss[-1] if rss else 0
         stop(worker)
+        inproc_rate = None
+        if in_process:
+            inproc = settings.model_copy(update={
+                "consumer_group": f"bench-fold0-{tag}", "fold_processes": 0,
+                "profiles_schema": f"bench_{tag}_0"})
+            schemas.append(inproc.profiles_schema)
+            await create_schema(engine, inproc.profiles_schema)
+            with console.status("profile stage folding in the worker's own loop..."):
+                inproc_rate, proc = await run_until_caught_up(
+                    inproc, [sys.executable, "-m", "streams", "worker"], ends)
+                procs.append(proc)
+                stop(proc)
         quarter = rss[len(rss) // 4] if rss else 0
         table = Table(title=f"bench pipeline ({total:,} events, {people:,} people, "
-                            f"4 partitions, batch {settings.batch_size})", title_justify="left")
+                            f"4 partitions, batch {settings.batch_size}, "
+                            f"{settings.fold_processes} fold processes)", title_justify="left")
         for col in ("measure", "value", "target"):
             table.add_column(col)
         table.add_row("producer rate (setup)", f"{produce_rate:,.0f} ev/s", "")
         table.add_row("no-op Faust agent", f"{noop_rate:,.0f} ev/s", "")
         table.add_row("folded into PostgreSQL profiles", f"{fold_rate:,.0f} ev/s", ">= 10,000")
         table.add_row("ratio fold / no-op", f"{fold_rate / noop_rate:.1%}", ">= 60%")
+        if inproc_rate is not None:
+            table.add_row("  the same, folding in the worker's loop (FOLD_PROCESSES=0)",
+                          f"{inproc_rate:,.0f} ev/s, {inproc_rate / noop_rate:.1%}", "")
         table.add_row(f"p99 produce -> committed row at {half:,.0f} ev/s",
                       f"{p99 * 1000:,.0f} ms ({samples:,} samples)", "< 1000 ms")
         table.add_row("worker RSS (with fold process) at 25% / end",
@@ -332,7 +354,8 @@ async def _pipeline(people: int, per_profile: int, latency_seconds: float, keep:
         for p in procs:
             stop(p)
         if not keep:
-            await drop_schema(engine, settings.profiles_schema)
+            for schema in schemas:
+                await drop_schema(engine, schema)
             admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
             await admin.start()
             try:

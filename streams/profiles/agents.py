@@ -113,9 +113,11 @@ def register(app: faust.App, settings: Settings) -> None:
                     await pending.popleft()
                 pending.append(asyncio.ensure_future(finish(stream, batch, raws, folder)))
         finally:
-            if pending:
-                await asyncio.wait(pending, timeout=STOP_GRACE)
-            folder.close()
+            unfinished = (await asyncio.wait(pending, timeout=STOP_GRACE))[1] if pending else ()
+            if unfinished:
+                log.warning("%d batch(es) not stored within %.0fs of stopping; they will be "
+                            "read again", len(unfinished), STOP_GRACE)
+            folder.close(kill=bool(unfinished))
 
 
 # A crashed worker's shutdown can hang in faust's consumer; after this long it exits hard,

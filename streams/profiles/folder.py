@@ -186,7 +186,7 @@ class InProcessFolder:
     async def fold(self, raws: Sequence[Raw]) -> BatchResult:
         return await fold_batch(self.store(), raws, self.settings.profile_retries, self.kinds)
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
         pass
 
 
@@ -197,6 +197,7 @@ class ProcessFolder:
         self.settings = settings
         self.in_flight = settings.fold_processes
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._closed = False
 
     def _start(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._pool is None:
@@ -208,10 +209,14 @@ class ProcessFolder:
     async def fold(self, raws: Sequence[Raw]) -> BatchResult:
         loop = asyncio.get_running_loop()
         while True:
+            if self._closed:
+                raise RuntimeError("the folder is closed")
             pool = self._start()
             try:
                 return await loop.run_in_executor(pool, _child_fold, list(raws))
             except BrokenProcessPool:
+                if self._closed:
+                    raise
                 # The fold process died (killed, out of memory). Whatever it did with this
                 # batch either committed or rolled back; folding it again is safe.
                 log.error("a fold process died; starting new ones and folding the "
@@ -221,11 +226,20 @@ class ProcessFolder:
                     pool.shutdown(wait=False, cancel_futures=True)
                 await asyncio.sleep(0.5)
 
-    def close(self) -> None:
-        """Stop the fold processes after their current batches (does not block)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+    def close(self, kill: bool = False) -> None:
+        """Stop the fold processes after their current batches (does not block); with
+        ``kill``, at once: for batches that cannot finish (the database is down), whose
+        offsets were not committed, so nothing is lost."""
+        self._closed = True
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if kill:
+            # Python 3.14 has pool.kill_workers(); before it, the pool's own table.
+            processes = list((getattr(pool, "_processes", None) or {}).values())
+            for process in processes:
+                process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def make_folder(settings: Settings) -> InProcessFolder | ProcessFolder:

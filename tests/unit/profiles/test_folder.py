@@ -1,0 +1,45 @@
+"""Fold processes: a batch folded in one gives what folding in the worker's loop gives
+(tests/integration); here, what needs no database: stopping a fold process that is
+stuck waiting for an unreachable database."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures.process import BrokenProcessPool
+
+import orjson
+import psutil
+import pytest
+
+from streams.profiles.folder import ProcessFolder
+from streams.settings import load_settings
+
+
+def fold_children() -> list[psutil.Process]:
+    return [c for c in psutil.Process().children()
+            if "resource_tracker" not in " ".join(c.cmdline())]
+
+
+async def test_close_with_kill_ends_a_fold_process_stuck_on_a_dead_database():
+    # Port 1 refuses connections: the fold process retries forever, as it must.
+    settings = load_settings(database_url="postgresql://u:p@127.0.0.1:1/db",
+                             fold_processes=1)
+    folder = ProcessFolder(settings)
+    doc = {"type": "page", "messageId": "m1", "anonymousId": "a", "name": "Home",
+           "timestamp": "2026-03-01T10:00:00Z"}
+    folding = asyncio.ensure_future(folder.fold([("events.view", 0, 0, b"a", orjson.dumps(doc))]))
+    for _ in range(100):
+        if fold_children():
+            break
+        await asyncio.sleep(0.1)
+    children = fold_children()
+    assert children, "no fold process started"
+    await asyncio.sleep(1.0)
+    assert not folding.done(), "the fold gave up on an unreachable database"
+    folder.close(kill=True)
+    with pytest.raises(BrokenProcessPool):
+        await asyncio.wait_for(folding, timeout=10)
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive
+    with pytest.raises(RuntimeError, match="closed"):
+        await folder.fold([])

@@ -134,7 +134,9 @@ def db_upgrade(revision: str) -> None:
 def worker() -> None:
     """Run a Faust worker: validate, resolve identity, fold events into profiles.
 
-    Any number of workers may run; they share the topics' partitions.
+    Any number of workers may run; they share the topics' partitions. Each folds its
+    batches in STREAMS_FOLD_PROCESSES processes of its own (default 2; 0 = in the
+    worker's loop), which stop with it.
     """
     from faust import Worker
 

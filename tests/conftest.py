@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from streams.infra.procs import stop_session
 from streams.settings import Settings, load_settings
 from tests.helpers import child_env, unique
 
@@ -99,13 +100,9 @@ def spawn_worker(tmp_path):
     yield spawn
     for proc in procs:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)  # all at once: they stop in parallel
     for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_session(proc)
 
 
 def _is_infra(proc: psutil.Process) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 import orjson
 import psutil
 
+from streams.infra.procs import stop_session
 from streams.settings import Settings, child_environment
 
 # Targets of the issue: 20,000 accepted events/s on this 2-core machine, and at least
@@ -274,13 +274,8 @@ async def run_bench(
             writer_events_per_second=events / writer_seconds,
         )
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        if proc is not None:
+            stop_session(proc)
         if created:
             admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
             await admin.start()

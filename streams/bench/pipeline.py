@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import text
 
+from streams.infra.procs import stop_session
 from streams.profiles.store import event_partitions
 from streams.settings import Settings, child_environment, load_settings
 
@@ -139,7 +139,7 @@ async def run_until_caught_up(settings: Settings, argv: list[str], total: int,
     try:
         await admin.start()
     except BaseException:
-        stop(proc)
+        stop_session(proc)
         raise
     first: tuple[float, int] | None = None
     deadline = time.monotonic() + limit_s
@@ -164,7 +164,7 @@ async def run_until_caught_up(settings: Settings, argv: list[str], total: int,
             await asyncio.sleep(0.1)
         raise click.ClickException(f"worker did not catch up within {limit_s:.0f}s")
     except BaseException:
-        stop(proc)  # the caller never sees the process: nothing may outlive the bench
+        stop_session(proc)  # the caller never sees the process: nothing may outlive the bench
         raise
     finally:
         await admin.close()
@@ -182,14 +182,6 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 LATENCY_SAMPLES = 2000
@@ -302,7 +294,7 @@ async def _pipeline(people: int, per_profile: int, latency_seconds: float, keep:
             noop_rate, proc = await run_until_caught_up(
                 noop_settings, [sys.executable, "-m", "streams.bench.noop_worker"], ends)
             procs.append(proc)
-            stop(proc)
+            stop_session(proc)
         rss: list[int] = []
         with console.status("profile stage..."):
             fold_rate, worker = await run_until_caught_up(
@@ -316,7 +308,7 @@ async def _pipeline(people: int, per_profile: int, latency_seconds: float, keep:
             rss_end = tree_rss(worker.pid)
         except psutil.Error:
             rss_end = rss[-1] if rss else 0
-        stop(worker)
+        stop_session(worker)
         inproc_rate = None
         if in_process:
             inproc = settings.model_copy(update={
@@ -328,7 +320,7 @@ async def _pipeline(people: int, per_profile: int, latency_seconds: float, keep:
                 inproc_rate, proc = await run_until_caught_up(
                     inproc, [sys.executable, "-m", "streams", "worker"], ends)
                 procs.append(proc)
-                stop(proc)
+                stop_session(proc)
         quarter = rss[len(rss) // 4] if rss else 0
         table = Table(title=f"bench pipeline ({total:,} events, {people:,} people, "
                             f"4 partitions, batch {settings.batch_size}, "
@@ -352,7 +344,7 @@ async def _pipeline(people: int, per_profile: int, latency_seconds: float, keep:
         console.print(table)
     finally:
         for p in procs:
-            stop(p)
+            stop_session(p)
         if not keep:
             for schema in schemas:
                 await drop_schema(engine, schema)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -81,6 +82,21 @@ def stop_pid(pid: int, timeout: float) -> None:
             psutil.Process(pid).wait(timeout=10)
         except (ProcessLookupError, psutil.NoSuchProcess):
             pass
+
+
+def stop_session(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """Stop a child started with ``start_new_session=True``: SIGTERM to it, wait up to
+    ``timeout`` seconds, then SIGKILL its whole session (its own children too). Blocks."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
 
 
 def wait_until(check, timeout: float, interval: float = 0.25) -> bool:

@@ -14,6 +14,7 @@ import psycopg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streams.infra.procs import stop_session
 from streams.profiles.oracle import oracle
 from streams.topics import ensure_topics
 from tests.event_strategies import TEST_RULES, event_logs
@@ -30,14 +31,6 @@ RULE_SETTINGS = {"identity_limits": {"user_id": "1", "email": "2"},
                  "identity_default_limit": 3, "identity_merge_cap": 3}
 
 
-def stop(proc) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except Exception:  # noqa: BLE001 - last resort for a hung worker
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 def fold_processes(worker: int) -> list[psutil.Process]:
@@ -64,18 +57,25 @@ async def test_pipeline_equals_oracle(make_settings, spawn_worker, logs, partiti
                                       batch_size, workers, fold_processes):
     base = make_settings(topic_partitions=partitions, batch_size=batch_size,
                          fold_processes=fold_processes, **RULE_SETTINGS)
+    await assert_workers_equal_the_oracle(base, spawn_worker, logs, workers, limit_s=120)
+
+
+async def assert_workers_equal_the_oracle(base, spawn_worker, logs: list[dict], workers: int,
+                                          limit_s: float) -> None:
+    """Run ``workers`` workers over ``logs`` (in a fresh profiles schema) and require the
+    stored profiles to equal the oracle's."""
     s = await with_profiles_schema(base)
     await ensure_topics(s)
     procs = [spawn_worker(s, name=f"w{i}") for i in range(workers)]
     try:
         await produce(s, logs)
-        await wait_until(lambda: group_caught_up(s), limit_s=120, what="workers caught up")
+        await wait_until(lambda: group_caught_up(s), limit_s=limit_s, what="workers caught up")
         expected = oracle(logs, TEST_RULES).profiles
         stored = await stored_profiles(s)
         assert stored == expected, diff(stored, expected)
     finally:
         for p in procs:
-            stop(p)
+            stop_session(p)
         await drop_profiles_schema(s)
 
 
@@ -142,65 +142,79 @@ async def test_sigkill_mid_stream_loses_nothing_counts_nothing_twice(make_settin
         assert sum(p["counts"]["total"] for p in stored.values()) == len(
             {d["messageId"] for d in logs})
     finally:
-        stop(first)
+        stop_session(first)
         if second is not None:
-            stop(second)
+            stop_session(second)
         await drop_profiles_schema(s)
 
 
 async def test_two_workers_sharing_partitions_equal_the_oracle(make_settings, spawn_worker):
     base = make_settings(topic_partitions=4, batch_size=13, **RULE_SETTINGS)
-    s = await with_profiles_schema(base)
-    await ensure_topics(s)
-    logs = random_log(5, 300)
-    procs = [spawn_worker(s, name="a"), spawn_worker(s, name="b")]
-    try:
-        await produce(s, logs)
-        await wait_until(lambda: group_caught_up(s), limit_s=180, what="two workers caught up")
-        expected = oracle(logs, TEST_RULES).profiles
-        stored = await stored_profiles(s)
-        assert stored == expected, diff(stored, expected)
-    finally:
-        for p in procs:
-            stop(p)
-        await drop_profiles_schema(s)
+    await assert_workers_equal_the_oracle(base, spawn_worker, random_log(5, 300), workers=2,
+                                          limit_s=180)
+
+
+class HeldTable:
+    """``profile_events`` locked by another session, so that a worker's batch stops in
+    the middle of its transaction, at its INSERT into that table."""
+
+    def __init__(self, s):
+        t = s.database
+        self.conninfo = dict(host=t.host, port=t.port, user=t.user, password=t.password,
+                             dbname=t.dbname)
+        self.schema = s.profiles_schema
+        self.locker = None
+
+    async def __aenter__(self) -> HeldTable:
+        self.locker = await psycopg.AsyncConnection.connect(**self.conninfo)
+        await self.locker.execute(f'LOCK TABLE "{self.schema}".profile_events IN EXCLUSIVE MODE')
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.locker.close()
+
+    async def blocked_backends(self, terminate: bool = False) -> list[int]:
+        """Wait for the backends stuck on the lock; with ``terminate``, the database then
+        drops their connections."""
+        async with await psycopg.AsyncConnection.connect(**self.conninfo,
+                                                         autocommit=True) as watch:
+
+            async def blocked():
+                cur = await watch.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query ILIKE 'INSERT INTO profile_events%%'")
+                return [r[0] for r in await cur.fetchall()]
+
+            pids = await wait_until(blocked, limit_s=60, what="a batch blocked", interval=0.2)
+            for pid in pids if terminate else ():
+                await watch.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        return pids
+
+    async def release(self) -> None:
+        await self.locker.rollback()
 
 
 async def test_database_connection_killed_mid_batch_is_retried_not_lost(make_settings,
                                                                         spawn_worker):
     s = await with_profiles_schema(make_settings(topic_partitions=2, **RULE_SETTINGS))
     await ensure_topics(s)
-    t = s.database
-    conninfo = dict(host=t.host, port=t.port, user=t.user, password=t.password,
-                    dbname=t.dbname)
     logs = random_log(3, 60)
-    locker = await psycopg.AsyncConnection.connect(**conninfo)
-    await locker.execute(f'LOCK TABLE "{s.profiles_schema}".profile_events IN EXCLUSIVE MODE')
-    proc = spawn_worker(s)
+    proc = None
     try:
-        await produce(s, logs)
-        async with await psycopg.AsyncConnection.connect(**conninfo, autocommit=True) as watch:
-
-            async def blocked_backends():
-                cur = await watch.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND query ILIKE 'INSERT INTO profile_events%%'")
-                return [r[0] for r in await cur.fetchall()]
-
-            pids = await wait_until(blocked_backends, limit_s=60, what="worker blocked",
-                                    interval=0.2)
+        async with HeldTable(s) as held:
+            proc = spawn_worker(s)
+            await produce(s, logs)
             # The database drops the worker's connection in the middle of its transaction.
-            for pid in pids:
-                await watch.execute("SELECT pg_terminate_backend(%s)", (pid,))
-            await locker.rollback()
+            await held.blocked_backends(terminate=True)
+            await held.release()
             await wait_until(lambda: group_caught_up(s), limit_s=120, what="worker caught up")
         expected = oracle(logs, TEST_RULES).profiles
         stored = await stored_profiles(s)
         assert stored == expected, diff(stored, expected)
         assert proc.poll() is None, "the worker died instead of retrying"
     finally:
-        await locker.close()
-        stop(proc)
+        if proc is not None:
+            stop_session(proc)
         await drop_profiles_schema(s)
 
 
@@ -208,32 +222,21 @@ async def test_fold_process_killed_mid_batch_is_replaced_and_nothing_lost(make_s
                                                                           spawn_worker):
     s = await with_profiles_schema(make_settings(topic_partitions=2, **RULE_SETTINGS))
     await ensure_topics(s)
-    t = s.database
-    conninfo = dict(host=t.host, port=t.port, user=t.user, password=t.password,
-                    dbname=t.dbname)
     logs = random_log(4, 80)
-    locker = await psycopg.AsyncConnection.connect(**conninfo)
-    await locker.execute(f'LOCK TABLE "{s.profiles_schema}".profile_events IN EXCLUSIVE MODE')
-    proc = spawn_worker(s)
+    proc = None
     try:
-        await produce(s, logs)
-        async with await psycopg.AsyncConnection.connect(**conninfo, autocommit=True) as watch:
-
-            async def blocked_backends():
-                cur = await watch.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND query ILIKE 'INSERT INTO profile_events%%'")
-                return [r[0] for r in await cur.fetchall()]
-
-            await wait_until(blocked_backends, limit_s=60, what="fold blocked", interval=0.2)
-        # Every fold process dies in the middle of its transaction.
-        folders = fold_processes(proc.pid)
-        assert folders, "the worker has no fold processes"
-        for child in folders:
-            child.kill()
-        psutil.wait_procs(folders, timeout=10)
-        await locker.rollback()
-        await wait_until(lambda: group_caught_up(s), limit_s=120, what="worker caught up")
+        async with HeldTable(s) as held:
+            proc = spawn_worker(s)
+            await produce(s, logs)
+            await held.blocked_backends()
+            # Every fold process dies in the middle of its transaction.
+            folders = fold_processes(proc.pid)
+            assert folders, "the worker has no fold processes"
+            for child in folders:
+                child.kill()
+            psutil.wait_procs(folders, timeout=10)
+            await held.release()
+            await wait_until(lambda: group_caught_up(s), limit_s=120, what="worker caught up")
         expected = oracle(logs, TEST_RULES).profiles
         stored = await stored_profiles(s)
         assert stored == expected, diff(stored, expected)
@@ -241,6 +244,6 @@ async def test_fold_process_killed_mid_batch_is_replaced_and_nothing_lost(make_s
         replaced = fold_processes(proc.pid)
         assert replaced and not {c.pid for c in replaced} & {c.pid for c in folders}
     finally:
-        await locker.close()
-        stop(proc)
+        if proc is not None:
+            stop_session(proc)
         await drop_profiles_schema(s)

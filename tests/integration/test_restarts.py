@@ -12,13 +12,14 @@ from streams import db
 from streams.infra import infra_down, infra_up
 from streams.infra.kafka import LocalKafka
 from streams.infra.postgres import LocalPostgres
+from streams.infra.procs import stop_session
 from streams.profiles.oracle import oracle
 from streams.settings import load_settings
 from streams.topics import ensure_topics
 from tests.event_strategies import TEST_RULES
 from tests.helpers import assert_running, unique
 from tests.integration.test_infra import free_port
-from tests.integration.test_pipeline_oracle import RULE_SETTINGS, diff, random_log, stop
+from tests.integration.test_pipeline_oracle import RULE_SETTINGS, diff, random_log
 from tests.profiles_helpers import (
     group_caught_up,
     produce,
@@ -98,6 +99,6 @@ async def test_broker_and_database_restarts_lose_nothing_count_nothing_twice(
             {d["messageId"] for d in logs})
     finally:
         if worker is not None:
-            stop(worker)
+            stop_session(worker)
         await blocking(infra_down, private)
         pool.shutdown()

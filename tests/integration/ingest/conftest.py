@@ -3,8 +3,6 @@ this process or as a ``streams serve`` subprocess."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,6 +10,7 @@ import time
 import pytest
 from aiohttp import ClientSession, web
 
+from streams.infra.procs import stop_session
 from streams.server import create_web_app
 from streams.settings import Settings
 from tests.helpers import child_env
@@ -71,10 +70,4 @@ def spawn_server(tmp_path):
 
     yield spawn
     for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_session(proc)

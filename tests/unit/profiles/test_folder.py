@@ -16,8 +16,10 @@ from streams.settings import load_settings
 
 
 def fold_children() -> list[psutil.Process]:
+    """This process's fold processes (not the session's broker or database, nor
+    multiprocessing's resource tracker)."""
     return [c for c in psutil.Process().children()
-            if "resource_tracker" not in " ".join(c.cmdline())]
+            if "multiprocessing.spawn" in " ".join(c.cmdline())]
 
 
 async def test_close_with_kill_ends_a_fold_process_stuck_on_a_dead_database():

@@ -131,7 +131,8 @@ async def run_until_caught_up(settings: Settings, argv: list[str], total: int,
                               rss: list[int] | None = None, limit_s: float = 1800
                               ) -> tuple[float, subprocess.Popen]:
     """Start ``argv`` as a worker and return (events/s between its first and last offset
-    commit, the process). Samples the process tree's RSS into ``rss``."""
+    commit, the process). Samples the process tree's RSS into ``rss`` from the first
+    commit on (before it, the worker is still starting)."""
     # Popen returns at once (it does not wait for the child), so it does not block the loop.
     proc = subprocess.Popen(argv, env=child_environment(settings), stdout=subprocess.DEVNULL,  # noqa: ASYNC220
                             stderr=subprocess.DEVNULL, start_new_session=True)
@@ -149,15 +150,15 @@ async def run_until_caught_up(settings: Settings, argv: list[str], total: int,
                 raise click.ClickException(f"worker exited with status {proc.returncode}")
             done = await committed_total(settings, admin)
             now = time.monotonic()
-            if rss is not None:
-                try:
-                    rss.append(tree_rss(proc.pid))
-                except psutil.Error:
-                    pass
             if os.environ.get("STREAMS_BENCH_TRACE"):
                 console.print(f"  {now:.2f} committed {done}")
             if done > 0 and first is None:
                 first = (now, done)
+            if rss is not None and first is not None:  # from the first commit: the run
+                try:
+                    rss.append(tree_rss(proc.pid))
+                except psutil.Error:
+                    pass
             if done >= total and first is not None:
                 span = now - first[0]
                 return ((total - first[1]) / span if span > 0 else float("inf")), proc
@@ -336,7 +337,7 @@ async def _pipeline(people: int, per_profile: int, latency_seconds: float, keep:
                           f"{inproc_rate:,.0f} ev/s, {inproc_rate / noop_rate:.1%}", "")
         table.add_row(f"p99 produce -> committed row at {half:,.0f} ev/s",
                       f"{p99 * 1000:,.0f} ms ({samples:,} samples)", "< 1000 ms")
-        table.add_row("worker RSS (with fold process) at 25% / end",
+        table.add_row("worker RSS (with its fold processes) at 25% / end",
                       f"{quarter / 2**20:,.0f} MiB / {rss_end / 2**20:,.0f} MiB",
                       "flat in profile count")
         table.add_row(f"PostgreSQL bytes per profile ({profiles:,} profiles)",

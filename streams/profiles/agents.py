@@ -101,6 +101,7 @@ def register(app: faust.App, settings: Settings) -> None:
         folder = make_folder(settings)
         pending: collections.deque[asyncio.Future] = collections.deque()
         try:
+            await folder.start()
             batches = stream.take_events(settings.batch_size, within=settings.batch_seconds)
             async for batch in batches:
                 raws = []

@@ -27,6 +27,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -186,6 +187,9 @@ class InProcessFolder:
     async def fold(self, raws: Sequence[Raw]) -> BatchResult:
         return await fold_batch(self.store(), raws, self.settings.profile_retries, self.kinds)
 
+    async def start(self) -> None:
+        pass
+
     def close(self, kill: bool = False) -> None:
         pass
 
@@ -205,6 +209,17 @@ class ProcessFolder:
                 max_workers=self.in_flight, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_child_init, initargs=(self.settings, os.getpid()))
         return self._pool
+
+    async def start(self) -> None:
+        """Start every fold process now rather than on the first batches (each takes a
+        second or two to import its modules), so that they do not delay the first
+        events and are there from the start (as a worker's memory, for instance)."""
+        loop = asyncio.get_running_loop()
+        pool = self._start()
+        # The pool starts a process per task submitted while none is idle; the pause
+        # keeps each task busy until all have been handed out.
+        await asyncio.gather(*(loop.run_in_executor(pool, _child_ready, 0.2)
+                               for _ in range(self.in_flight)))
 
     async def fold(self, raws: Sequence[Raw]) -> BatchResult:
         loop = asyncio.get_running_loop()
@@ -275,6 +290,11 @@ def _child_init(settings: Settings, parent: int) -> None:
         store=ProfileStore(async_engine(settings), rules_from_settings(settings),
                            schema=settings.profiles_schema or None))
     tune_gc()
+
+
+def _child_ready(pause: float) -> int:
+    time.sleep(pause)
+    return os.getpid()
 
 
 def _child_fold(raws: list[Raw]) -> BatchResult:

@@ -45,3 +45,15 @@ async def test_close_with_kill_ends_a_fold_process_stuck_on_a_dead_database():
     assert not alive
     with pytest.raises(RuntimeError, match="closed"):
         await folder.fold([])
+
+
+async def test_start_brings_up_every_fold_process_and_close_ends_them():
+    folder = ProcessFolder(load_settings(fold_processes=2))
+    try:
+        await folder.start()
+        children = fold_children()
+        assert len(children) == 2
+    finally:
+        folder.close()
+    _, alive = psutil.wait_procs(children, timeout=15)
+    assert not alive

@@ -247,3 +247,23 @@ async def test_fold_process_killed_mid_batch_is_replaced_and_nothing_lost(make_s
         if proc is not None:
             stop_session(proc)
         await drop_profiles_schema(s)
+
+
+async def test_fold_processes_die_with_a_sigkilled_worker_even_mid_transaction(
+        make_settings, spawn_worker):
+    s = await with_profiles_schema(make_settings(topic_partitions=2, **RULE_SETTINGS))
+    await ensure_topics(s)
+    try:
+        async with HeldTable(s) as held:
+            proc = spawn_worker(s)
+            await produce(s, random_log(6, 40))
+            await held.blocked_backends()  # a fold process waits on the lock, mid-transaction
+            folders = fold_processes(proc.pid)
+            assert folders, "the worker has no fold processes"
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+            # Still blocked, so only the kernel's parent-death signal can end them now.
+            _, alive = psutil.wait_procs(folders, timeout=10)
+            assert not alive, f"fold processes outlived the worker: {alive}"
+    finally:
+        await drop_profiles_schema(s)

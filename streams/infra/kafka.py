@@ -29,7 +29,11 @@ from streams.infra.procs import (
 )
 from streams.settings import Settings
 
+# How long a starting broker may go without answering a metadata request while its
+# log shows no progress; while the log grows (a broker with thousands of partitions
+# loads or deletes their logs first), waiting goes on, up to READY_LIMIT in all.
 READY_TIMEOUT = 90.0
+READY_LIMIT = 900.0
 
 
 @dataclass(frozen=True)
@@ -210,9 +214,17 @@ class LocalKafka:
         return True
 
     def wait_ready(self, proc: subprocess.Popen | None = None) -> None:
-        """Block until the broker answers a metadata request, or raise InfraError."""
-        deadline = time.monotonic() + READY_TIMEOUT
+        """Block until the broker answers a metadata request, or raise InfraError: after
+        READY_TIMEOUT seconds without progress in its log, or READY_LIMIT in all."""
+        log_file = self.root / "logs" / "server.log"
+        start = time.monotonic()
+        deadline = start + READY_TIMEOUT
+        log_size = -1
         while time.monotonic() < deadline:
+            size = log_file.stat().st_size if log_file.exists() else 0
+            if size != log_size:  # still working through its start: wait on
+                log_size = size
+                deadline = min(time.monotonic() + READY_TIMEOUT, start + READY_LIMIT)
             if proc is not None and proc.poll() is not None:
                 self.pid_file.unlink(missing_ok=True)
                 raise InfraError(
@@ -224,8 +236,9 @@ class LocalKafka:
                 return
             time.sleep(0.5)
         raise InfraError(
-            f"kafka: no metadata answer from {self.host}:{self.port} within "
-            f"{READY_TIMEOUT:.0f}s; see {self.root / 'logs' / 'server.log'}"
+            f"kafka: no metadata answer from {self.host}:{self.port} after "
+            f"{time.monotonic() - start:.0f}s (its log quiet for {READY_TIMEOUT:.0f}s or "
+            f"{READY_LIMIT:.0f}s in all); see {log_file}"
         )
 
     def stop(self) -> bool:

@@ -64,3 +64,40 @@ def test_missing_maven_says_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setattr(kafka_mod.shutil, "which", which)
     with pytest.raises(InfraError, match=r"Maven \(mvn\) is not on PATH"):
         LocalKafka(s).resolve()
+
+
+def test_a_broker_busy_starting_is_waited_for_while_its_log_grows(monkeypatch, tmp_path):
+    s = load_settings(data_dir=tmp_path, kafka_bootstrap="127.0.0.1:1")
+    k = LocalKafka(s)
+    log = k.root / "logs" / "server.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("")
+    polls = {"n": 0}
+
+    def answers(_bootstrap):
+        polls["n"] += 1
+        with log.open("a") as f:  # the broker writes as it loads its partitions
+            f.write("Loaded log for partition t-0\n")
+        return polls["n"] >= 8
+
+    monkeypatch.setattr(kafka_mod, "port_open", lambda host, port: True)
+    monkeypatch.setattr(kafka_mod, "metadata_ok", answers)
+    monkeypatch.setattr(kafka_mod.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(kafka_mod, "READY_TIMEOUT", 0.05)
+    clock = iter(i * 0.02 for i in range(10_000))  # each poll "takes" 20 ms
+    monkeypatch.setattr(kafka_mod.time, "monotonic", lambda: next(clock))
+    k.wait_ready()  # 8 polls, longer than READY_TIMEOUT, but the log kept growing
+    assert polls["n"] == 8
+
+
+def test_a_broker_whose_log_is_quiet_times_out_with_one_clear_line(monkeypatch, tmp_path):
+    s = load_settings(data_dir=tmp_path, kafka_bootstrap="127.0.0.1:1")
+    k = LocalKafka(s)
+    monkeypatch.setattr(kafka_mod, "port_open", lambda host, port: True)
+    monkeypatch.setattr(kafka_mod, "metadata_ok", lambda _b: False)
+    monkeypatch.setattr(kafka_mod.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(kafka_mod, "READY_TIMEOUT", 0.05)
+    clock = iter(i * 0.02 for i in range(10_000))
+    monkeypatch.setattr(kafka_mod.time, "monotonic", lambda: next(clock))
+    with pytest.raises(InfraError, match=r"no metadata answer .* log quiet for"):
+        k.wait_ready()

@@ -149,7 +149,7 @@ class BatchResult:
 
 
 async def fold_batch(store: ProfileStore, raws: Sequence[Raw], retries: int,
-                     kinds=None) -> BatchResult:
+                     kinds: TopicKinds | None = None) -> BatchResult:
     """Validate and decode ``raws``, store the valid ones in one transaction (retried,
     then split; see ``write_decoded``) and say what could not be stored. Blocks while the
     database is unreachable; never raises for a bad record."""

@@ -183,8 +183,6 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-
-
 LATENCY_SAMPLES = 2000
 
 

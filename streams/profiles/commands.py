@@ -26,7 +26,6 @@ def profile() -> None:
 def profile_get(identifier: str) -> None:
     """Print the profile holding IDENTIFIER (TYPE:VALUE, e.g. email:ann@example.com)."""
     from streams.db import async_engine
-    from streams.identity.models import rules_from_settings
     from streams.profiles.store import ProfileStore
     from streams.profiles.views import parse_identifier, render
 
@@ -39,8 +38,7 @@ def profile_get(identifier: str) -> None:
     async def run():
         engine = async_engine(settings, pool_size=1, max_overflow=0)
         try:
-            store = ProfileStore(engine, rules_from_settings(settings),
-                                 schema=settings.profiles_schema or None)
+            store = ProfileStore.for_settings(settings, engine)
             return await store.find_by_identifier(key)
         finally:
             await engine.dispose()

@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from streams.db import async_engine
-from streams.identity.models import rules_from_settings
 from streams.ingest.logic import TopicKinds, validate_record
 from streams.ingest.models import InvalidEvent as InvalidRecord
 from streams.ingest.store import topic_kinds
@@ -169,7 +168,8 @@ async def fold_batch(store: ProfileStore, raws: Sequence[Raw], retries: int,
 
 
 class InProcessFolder:
-    """Folds in the worker's own event loop."""
+    """Folds in the calling process's event loop: the worker's (no fold processes), or
+    a fold process's own."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -179,9 +179,7 @@ class InProcessFolder:
 
     def store(self) -> ProfileStore:
         if self._store is None:
-            self._store = ProfileStore(async_engine(self.settings),
-                                       rules_from_settings(self.settings),
-                                       schema=self.settings.profiles_schema or None)
+            self._store = ProfileStore.for_settings(self.settings, async_engine(self.settings))
         return self._store
 
     async def fold(self, raws: Sequence[Raw]) -> BatchResult:
@@ -268,7 +266,7 @@ PR_SET_PDEATHSIG = 1
 
 def _child_init(settings: Settings, parent: int) -> None:
     """Runs once in the fold process: die with the worker, ignore the signals meant for
-    it, then build the event loop and the store that every batch uses."""
+    it, then build the event loop and the in-process folder that every batch uses."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -285,10 +283,7 @@ def _child_init(settings: Settings, parent: int) -> None:
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    _child.update(
-        loop=loop, settings=settings, kinds=topic_kinds(settings),
-        store=ProfileStore(async_engine(settings), rules_from_settings(settings),
-                           schema=settings.profiles_schema or None))
+    _child.update(loop=loop, folder=InProcessFolder(settings))
     tune_gc()
 
 
@@ -298,5 +293,4 @@ def _child_ready(pause: float) -> int:
 
 
 def _child_fold(raws: list[Raw]) -> BatchResult:
-    return _child["loop"].run_until_complete(fold_batch(
-        _child["store"], raws, _child["settings"].profile_retries, _child["kinds"]))
+    return _child["loop"].run_until_complete(_child["folder"].fold(raws))

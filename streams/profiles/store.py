@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from streams.identity import store as identity_store
 from streams.identity.logic import usable_identifiers
-from streams.identity.models import IdentityRules
+from streams.identity.models import IdentityRules, rules_from_settings
 from streams.identity.store import bigint_array, json_list, text_array
 from streams.profiles.logic import Graph, canonical, needs_replay, replay
 from streams.profiles.models import FoldEvent
@@ -121,6 +121,12 @@ class ProfileStore:
         self.rules = rules or IdentityRules()
         self.clock = clock
         self.schema = schema
+
+    @classmethod
+    def for_settings(cls, settings, engine: AsyncEngine) -> ProfileStore:
+        """The store of ``settings``' profile schema and identity rules, on ``engine``."""
+        return cls(engine, rules_from_settings(settings),
+                   schema=settings.profiles_schema or None)
 
     async def _begin(self, conn: AsyncConnection) -> None:
         if self.schema:

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from streams.db import async_engine
 from streams.identity.logic import canonical_type, normalize_value
-from streams.identity.models import id_key, rules_from_settings
+from streams.identity.models import id_key
 from streams.profiles.logic import profile_view
 from streams.profiles.store import ProfileStore
 from streams.settings import Settings
@@ -53,8 +53,7 @@ def register(app: web.Application, settings: Settings,
 
     async def store_context(app: web.Application):
         engine = async_engine(settings, pool_size=3, max_overflow=2)
-        app[STORE_KEY] = ProfileStore(engine, rules_from_settings(settings),
-                                      schema=settings.profiles_schema or None)
+        app[STORE_KEY] = ProfileStore.for_settings(settings, engine)
         yield
         await engine.dispose()
 

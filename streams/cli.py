@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from streams.settings import Settings, load_settings
+from streams.settings import Settings, configure_logging, load_settings
 
 # Piped output (CI logs, `| less`) gets wide lines instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -144,8 +143,7 @@ def worker() -> None:
     from streams.topics import ensure_topics
 
     settings = _settings()
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    configure_logging(settings)
     try:
         created = asyncio.run(ensure_topics(settings))
     except Exception as exc:  # noqa: BLE001 - one clear line for any connection failure
@@ -167,8 +165,7 @@ def serve() -> None:
     from streams.server import create_web_app
 
     settings = _settings()
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    configure_logging(settings)
     # --- ops: an unsafe binding (non-loopback without STREAMS_OPS_TOKEN) is refused ---
     from streams.ops.views import OpsConfigError
 

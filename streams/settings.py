@@ -6,6 +6,7 @@ Secrets (the database URL carries a password, write keys are credentials) are he
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Annotated, Literal
@@ -293,6 +294,15 @@ def settings_env(settings: Settings) -> dict[str, str]:
             value = str(value.resolve())
         env[f"STREAMS_{name.upper()}"] = str(value)
     return env
+
+
+def configure_logging(settings: Settings, role: str = "") -> None:
+    """Log lines of every process (worker, server, fold processes) in one format, at
+    ``settings.log_level``; ``role`` tags the lines of a helper process."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format=f"[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s"
+               f"{f' ({role})' if role else ''}: %(message)s")
 
 
 def child_environment(settings: Settings) -> dict[str, str]:

@@ -41,7 +41,7 @@ from streams.ingest.store import topic_kinds
 from streams.profiles.logic import decode_envelope
 from streams.profiles.models import FoldEvent, InvalidEvent
 from streams.profiles.store import BatchOutcome, ProfileStore
-from streams.settings import Settings
+from streams.settings import Settings, configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -276,9 +276,7 @@ def _child_init(settings: Settings, parent: int) -> None:
         os._exit(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s (fold): %(message)s")
+    configure_logging(settings, "fold")
     from streams.app import tune_gc
 
     loop = asyncio.new_event_loop()

@@ -39,6 +39,15 @@ def fold_processes(worker: int) -> list[psutil.Process]:
             if "resource_tracker" not in " ".join(c.cmdline())]
 
 
+async def assert_stored_equal_the_oracle(s, logs: list[dict]) -> dict:
+    """The profiles stored in ``s``'s schema, required to equal the oracle's fold of
+    ``logs``; returned for further checks."""
+    expected = oracle(logs, TEST_RULES).profiles
+    stored = await stored_profiles(s)
+    assert stored == expected, diff(stored, expected)
+    return stored
+
+
 def diff(stored: dict, expected: dict) -> str:
     lines = []
     for pid in sorted(set(stored) | set(expected)):
@@ -70,9 +79,7 @@ async def assert_workers_equal_the_oracle(base, spawn_worker, logs: list[dict], 
     try:
         await produce(s, logs)
         await wait_until(lambda: group_caught_up(s), limit_s=limit_s, what="workers caught up")
-        expected = oracle(logs, TEST_RULES).profiles
-        stored = await stored_profiles(s)
-        assert stored == expected, diff(stored, expected)
+        await assert_stored_equal_the_oracle(s, logs)
     finally:
         for p in procs:
             stop_session(p)
@@ -136,9 +143,7 @@ async def test_sigkill_mid_stream_loses_nothing_counts_nothing_twice(make_settin
         await produce(s, logs[400:])
         second = spawn_worker(s, name="restarted")
         await wait_until(lambda: group_caught_up(s), limit_s=180, what="restarted worker")
-        expected = oracle(logs, TEST_RULES).profiles
-        stored = await stored_profiles(s)
-        assert stored == expected, diff(stored, expected)
+        stored = await assert_stored_equal_the_oracle(s, logs)
         assert sum(p["counts"]["total"] for p in stored.values()) == len(
             {d["messageId"] for d in logs})
     finally:
@@ -208,9 +213,7 @@ async def test_database_connection_killed_mid_batch_is_retried_not_lost(make_set
             await held.blocked_backends(terminate=True)
             await held.release()
             await wait_until(lambda: group_caught_up(s), limit_s=120, what="worker caught up")
-        expected = oracle(logs, TEST_RULES).profiles
-        stored = await stored_profiles(s)
-        assert stored == expected, diff(stored, expected)
+        await assert_stored_equal_the_oracle(s, logs)
         assert proc.poll() is None, "the worker died instead of retrying"
     finally:
         if proc is not None:
@@ -237,9 +240,7 @@ async def test_fold_process_killed_mid_batch_is_replaced_and_nothing_lost(make_s
             psutil.wait_procs(folders, timeout=10)
             await held.release()
             await wait_until(lambda: group_caught_up(s), limit_s=120, what="worker caught up")
-        expected = oracle(logs, TEST_RULES).profiles
-        stored = await stored_profiles(s)
-        assert stored == expected, diff(stored, expected)
+        await assert_stored_equal_the_oracle(s, logs)
         assert proc.poll() is None, "the worker died instead of replacing its fold processes"
         replaced = fold_processes(proc.pid)
         assert replaced and not {c.pid for c in replaced} & {c.pid for c in folders}

@@ -13,17 +13,18 @@ from streams.infra import infra_down, infra_up
 from streams.infra.kafka import LocalKafka
 from streams.infra.postgres import LocalPostgres
 from streams.infra.procs import stop_session
-from streams.profiles.oracle import oracle
 from streams.settings import load_settings
 from streams.topics import ensure_topics
-from tests.event_strategies import TEST_RULES
 from tests.helpers import assert_running, unique
 from tests.integration.test_infra import free_port
-from tests.integration.test_pipeline_oracle import RULE_SETTINGS, diff, random_log
+from tests.integration.test_pipeline_oracle import (
+    RULE_SETTINGS,
+    assert_stored_equal_the_oracle,
+    random_log,
+)
 from tests.profiles_helpers import (
     group_caught_up,
     produce,
-    stored_profiles,
     wait_until,
     with_profiles_schema,
 )
@@ -92,9 +93,7 @@ async def test_broker_and_database_restarts_lose_nothing_count_nothing_twice(
         assert_running(worker)  # it rode out both restarts without being restarted
         log = worker.log_path.read_text(errors="replace")
         assert "database unavailable" in log  # it met the database down, waited, went on
-        expected = oracle(logs, TEST_RULES).profiles
-        stored = await stored_profiles(s)
-        assert stored == expected, diff(stored, expected)
+        stored = await assert_stored_equal_the_oracle(s, logs)
         assert sum(p["counts"]["total"] for p in stored.values()) == len(
             {d["messageId"] for d in logs})
     finally:

@@ -6,6 +6,7 @@ import gc
 
 import faust
 
+from streams.compat import streams_transport
 from streams.settings import Settings
 
 # A worker allocates several small containers per event (decoded records, profile
@@ -18,40 +19,10 @@ from streams.settings import Settings
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
-# How long the broker may hold a fetch that found no new records. Faust hard-codes
-# 1,500 ms for its consumer; aiokafka fetches only the partitions whose previous records
-# have been handed over, so at moderate rates a fetch often waits out the whole 1.5 s
-# while records queue up on the other partitions: it was most of the produce -> commit
-# latency at half load (p50 about 2 s). 100 ms costs a few empty fetches per second.
-FETCH_MAX_WAIT_MS = 100
-
-
-def _streams_transport() -> type:
-    """Faust's aiokafka transport with ``FETCH_MAX_WAIT_MS`` for its worker consumer."""
-    from faust.transport.drivers import aiokafka as driver
-
-    class ConsumerThread(driver.AIOKafkaConsumerThread):
-        def _create_worker_consumer(self, transport):  # noqa: ANN001, ANN202 - faust's
-            consumer = super()._create_worker_consumer(transport)
-            # Read by the consumer when it starts its fetcher (not started yet here).
-            consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # noqa: SLF001
-            return consumer
-
-    class Consumer(driver.Consumer):
-        def _new_consumer_thread(self) -> ConsumerThread:
-            return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-    class Transport(driver.Transport):
-        pass
-
-    Transport.Consumer = Consumer
-    return Transport
-
-
 def use_streams_transport(app: faust.App) -> None:
-    """Give ``app`` the transport with ``FETCH_MAX_WAIT_MS``; call before any topic or
+    """Give ``app`` the transport of ``streams.compat.streams_transport``; call before any topic or
     agent is declared on it (they create the default transport)."""
-    app.transport = _streams_transport()(app.conf.broker_consumer, app)
+    app.transport = streams_transport()(app.conf.broker_consumer, app)
 
 
 def tune_gc() -> None:

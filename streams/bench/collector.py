@@ -215,9 +215,9 @@ async def run_bench(
     """
     from aiokafka.admin import AIOKafkaAdminClient
 
+    from streams.events.topics import topic_for
     from streams.ingest import logic
     from streams.ingest.models import RoutedEvent
-    from streams.ingest.store import topic_for
     from streams.topics import ensure_topics
 
     write_key = next((k for k, src in settings.write_keys.items() if src == "web"), None)

@@ -44,7 +44,7 @@ def dlq() -> None:
 
 
 async def _read_dead_letters(settings: Settings, origin: str | None, topic: str | None):
-    from streams.ingest.logic import read_dead_letter
+    from streams.events.dlq import read_dead_letter
     from streams.ingest.store import read_topic
 
     letters = []
@@ -131,8 +131,11 @@ def _load_fixed(path: Path) -> dict[tuple[int, int], dict]:
 
 
 async def _replay(settings: Settings, letters, fixed, dry_run: bool):
-    from streams.ingest.logic import HEADER_REPLAYED, Replay, plan_replay
-    from streams.ingest.store import EventWriter, OutgoingRecord, topic_for, utc_now
+    from streams.events.dlq import HEADER_REPLAYED
+    from streams.events.time import utc_now
+    from streams.events.topics import topic_for
+    from streams.ingest.replay import Replay, plan_replay
+    from streams.ingest.store import EventWriter, OutgoingRecord
 
     topics = {k: topic_for(settings, k) for k in ("click", "view", "social", "identify")}
     now = utc_now()
@@ -172,7 +175,7 @@ def dlq_replay(fixed_path: Path | None, origin: str | None, topic: str | None,
     dead letter is deduplicated downstream. Dead letters that still fail stay where they
     are and are listed with their reason.
     """
-    from streams.ingest.logic import Replay
+    from streams.ingest.replay import Replay
 
     settings = _settings()
     fixed = _load_fixed(fixed_path) if fixed_path else None
@@ -266,8 +269,8 @@ async def run_demo(
     """
     from aiohttp import ClientError, ClientSession, ClientTimeout
 
+    from streams.events.time import utc_now
     from streams.ingest.simulate import broken_event, make_people, next_events
-    from streams.ingest.store import utc_now
 
     keys: dict[str, str] = {}
     for key, source in settings.write_keys.items():

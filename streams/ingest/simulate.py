@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from streams.ingest.logic import format_time
+from streams.events.time import format_time
 
 FIRST_NAMES = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Margaret", "Ken",
                "Frances", "Dennis", "Radia", "Linus", "Hedy", "Tim", "Katherine", "John")

@@ -9,36 +9,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
-from streams.ingest.logic import TopicKinds
-from streams.ingest.models import Kind
+from streams.compat import wait_on_metadata
 from streams.settings import Settings
-
-
-def utc_now() -> datetime:
-    """The wall clock as an aware UTC datetime (the adapters' default clock)."""
-    return datetime.now(UTC)
-
-
-def topic_kinds(settings: Settings) -> TopicKinds:
-    """The configured (prefixed) event topic names mapped to their kinds."""
-    return TopicKinds.from_names(
-        settings.topic(settings.topic_click), settings.topic(settings.topic_view),
-        settings.topic(settings.topic_social), settings.topic(settings.topic_identify),
-    )
-
-
-def topic_for(settings: Settings, kind: Kind) -> str:
-    """The full topic name for an event kind."""
-    base = {"click": settings.topic_click, "view": settings.topic_view,
-            "social": settings.topic_social, "identify": settings.topic_identify}[kind]
-    return settings.topic(base)
 
 
 class OutgoingRecord(NamedTuple):
@@ -123,8 +101,7 @@ class EventWriter:
         count = self._partitions.get(topic)
         if count is None:
             assert self.producer is not None
-            await self.producer.client._wait_on_metadata(topic)  # noqa: SLF001
-            count = len(self.producer.client.cluster.partitions_for_topic(topic) or ())
+            count = await wait_on_metadata(self.producer, topic)
             if not count:
                 raise KafkaError(f"topic {topic} has no partitions")
             self._partitions[topic] = count

@@ -37,11 +37,16 @@ import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from streams.events.dlq import dead_letter_for_rejection
+from streams.events.models import SOCIAL_CHANNELS, SOURCES
+from streams.events.schemas import SchemaSet, default_schemas
+from streams.events.time import utc_now
+from streams.events.topics import topic_for
+from streams.events.validate import Limits
 from streams.ingest import logic
 from streams.ingest.metrics import COUNTERS, EVENTS_ACCEPTED, EVENTS_REJECTED, REQUESTS_REFUSED
-from streams.ingest.models import SOCIAL_CHANNELS, SOURCES, RequestError
-from streams.ingest.schemas import SchemaSet, default_schemas
-from streams.ingest.store import EventWriter, OutgoingRecord, topic_for, utc_now
+from streams.ingest.models import RequestError, RequestPlan
+from streams.ingest.store import EventWriter, OutgoingRecord
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -77,7 +82,7 @@ class Collector:
         self.clock = clock
         self.monotonic = monotonic
         self.schemas = schemas or default_schemas()
-        self.limits = logic.Limits(max_event_bytes=settings.collector_max_event_bytes,
+        self.limits = Limits(max_event_bytes=settings.collector_max_event_bytes,
                                    max_request_bytes=settings.collector_max_request_bytes)
         self.rate_limiter = logic.RateLimiter(settings.collector_rate, settings.collector_burst)
         self.dlq_topic = settings.topic(settings.topic_dlq)
@@ -162,7 +167,7 @@ class Collector:
         records = [OutgoingRecord(topics[e.kind], e.key.encode() or None, e.value)
                    for e in plan.accepted]
         for rejection in plan.rejected:
-            letter = logic.dead_letter_for_rejection(
+            letter = dead_letter_for_rejection(
                 rejection, topic=topics[rejection.kind] if rejection.kind else None,
                 key_source=source, now=now)
             records.append(OutgoingRecord(self.dlq_topic, letter.key, letter.value,
@@ -183,7 +188,7 @@ class Collector:
             answer["deadLettered"] = len(plan.rejected)
         return _json(200, answer)
 
-    def _count(self, plan: logic.RequestPlan, source: str) -> None:
+    def _count(self, plan: RequestPlan, source: str) -> None:
         per_kind: dict[str, int] = {}
         for event in plan.accepted:
             per_kind[event.kind] = per_kind.get(event.kind, 0) + 1

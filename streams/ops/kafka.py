@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
+from streams.compat import describe_group
 from streams.ops.models import GroupState, Member, Observation, PartitionOffsets
 
 log = logging.getLogger(__name__)
@@ -167,27 +167,18 @@ class KafkaLagSource:
         return sorted({g[0] for g in listed if len(g) < 2 or g[1] in _CONSUMER_PROTOCOLS})
 
     async def _describe(self, group: str) -> tuple[GroupState, dict[TopicPartition, Member]]:
-        # One group per request: aiokafka 0.14 decodes a DescribeGroups v3 answer with the
-        # v2 schema, which misreads every group after the first when several are asked.
-        (response,) = await self._admin.describe_consumer_groups([group])
-        if not response.groups:
+        described = await describe_group(self._admin, group)
+        if described.state is None:
             return GroupState(group, "Unknown", 0), {}
-        error_code, _group, state, protocol_type, _protocol, members = response.groups[0][:6]
-        if error_code:
-            return GroupState(group, "Unknown", 0), {}
+        if described.undecoded:
+            log.debug("cannot decode the assignment of %d member(s) of %s",
+                      described.undecoded, group)
         assigned: dict[TopicPartition, Member] = {}
-        for member_id, client_id, host, _metadata, assignment in (m[:5] for m in members):
-            member = Member(member_id=member_id, client_id=client_id, host=host)
-            if protocol_type != "consumer" or not assignment:
-                continue
-            try:
-                decoded = ConsumerProtocolMemberAssignment.decode(assignment)
-            except Exception:  # noqa: BLE001 - a foreign assignor's format: no detail shown
-                log.debug("cannot decode the assignment of a member of %s", group)
-                continue
-            for tp in decoded.partitions():
+        for m in described.members:
+            member = Member(member_id=m.member_id, client_id=m.client_id, host=m.host)
+            for tp in m.partitions:
                 assigned[tp] = member
-        return GroupState(group, state or "Unknown", len(members)), assigned
+        return GroupState(group, described.state, len(described.members)), assigned
 
     async def _partitions(self, topics: list[str]) -> list[TopicPartition]:
         if not topics:

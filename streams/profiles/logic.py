@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
+from streams.events.derive import canonical_channel, derive_source
 from streams.identity.logic import canonical_type, normalize_value, resolve, usable_identifiers
 from streams.identity.models import (
     ANONYMOUS_ID,
@@ -38,7 +39,6 @@ from streams.identity.models import (
     IdentityRules,
     id_key,
 )
-from streams.ingest.logic import canonical_channel, derive_source
 from streams.profiles.models import (
     EVENT_TYPES,
     EventKey,

@@ -11,10 +11,10 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy import text
 
 from streams.db import async_engine
+from streams.events.topics import TopicKinds
 from streams.identity.models import rules_from_settings
-from streams.ingest.store import topic_kinds
-from streams.profiles.folder import Consumed, decode
 from streams.profiles.models import FoldEvent
+from streams.profiles.stage import decode
 from streams.profiles.store import ProfileStore, create_schema, event_partitions
 from streams.settings import Settings
 
@@ -58,7 +58,7 @@ async def rebuild(settings: Settings, progress: Callable[[int, int], None] | Non
     report = RebuildReport(schema=schema)
     engine = async_engine(settings)
     live_schema = settings.profiles_schema or None
-    kinds = topic_kinds(settings)
+    kinds = TopicKinds.for_settings(settings)
     try:
         await create_schema(engine, schema)
         async with engine.begin() as conn:
@@ -86,7 +86,7 @@ async def rebuild(settings: Settings, progress: Callable[[int, int], None] | Non
                             continue
                         report.records += 1
                         # The worker's own decoding: schema validation, then the fold's view.
-                        event = decode(Consumed(r.topic, r.partition, r.offset, r.key, r.value),
+                        event = decode((r.topic, r.partition, r.offset, r.key, r.value),
                                        kinds)
                         if isinstance(event, FoldEvent):
                             pending.append(event)

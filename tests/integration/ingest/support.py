@@ -9,7 +9,7 @@ import socket
 import orjson
 from aiohttp import ClientSession
 
-from streams.ingest.logic import read_dead_letter
+from streams.events.dlq import read_dead_letter
 from streams.ingest.store import ConsumedRecord, read_topic
 from streams.settings import Settings
 

@@ -10,10 +10,14 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
+from streams.events import derive, dlq, topics, validate
+from streams.events.models import InvalidRecord, Rejection, ValidEvent
+from streams.events.schemas import default_schemas
 from streams.ingest import logic
-from streams.ingest.models import InvalidEvent, Rejection, RequestError, RoutedEvent, ValidEvent
-from streams.ingest.schemas import default_schemas
+from streams.ingest import replay as replays
+from streams.ingest.models import RequestError, RoutedEvent
 from streams.ingest.simulate import broken_event, make_people, next_events
+from streams.pipeline import systemic
 
 NOW = datetime(2026, 11, 1, 10, 0, 0, tzinfo=UTC)
 KEYS = {"wk_web": "web", "wk_app": "mobile", "wk_watch": "smartwatch", "wk_ig": "instagram"}
@@ -149,7 +153,7 @@ def test_write_key_source_wins_over_the_event_claim():
 ])
 def test_source_derived_from_envelope_without_write_key(context, event_type, source):
     event = {"type": event_type, "context": context}
-    assert logic.derive_source(event, None) == source
+    assert derive.derive_source(event, None) == source
 
 
 def test_batch_context_merged_under_event_context():
@@ -332,7 +336,7 @@ def normalized(**overrides) -> bytes:
 def test_validate_record_accepts_a_valid_event_and_fills_source():
     value = orjson.dumps({"type": "page", "anonymousId": "a", "messageId": "m",
                           "timestamp": "2026-11-01T10:00:00Z", "context": {"app": {}}})
-    result = logic.validate_record("p.events.view", 2, 17, b"a", value)
+    result = validate.validate_record("p.events.view", 2, 17, b"a", value)
     assert isinstance(result, ValidEvent)
     assert (result.kind, result.message_id, result.key, result.offset) == ("view", "m", "a", 17)
     assert result.payload["source"] == "mobile"
@@ -355,22 +359,24 @@ def test_validate_record_accepts_a_valid_event_and_fills_source():
 def test_validate_record_rejects_naming_the_reason(topic, value, field, text):
     if value is None:
         value = normalized()  # a valid click, but on the social topic without a channel
-    result = logic.validate_record(topic, 1, 5, b"k", value)
-    assert isinstance(result, InvalidEvent)
+    result = validate.validate_record(topic, 1, 5, b"k", value)
+    assert isinstance(result, InvalidRecord)
     assert result.field == field and text in result.reason
     assert (result.topic, result.partition, result.offset, result.value) == (topic, 1, 5, value)
 
 
 def test_validate_record_with_configured_topic_names():
-    kinds = logic.TopicKinds.from_names("c", "v", "s", "i")
-    assert isinstance(logic.validate_record("c", 0, 0, None, normalized(), kinds=kinds), ValidEvent)
-    unknown = logic.validate_record("events.click", 0, 0, None, normalized(), kinds=kinds)
-    assert isinstance(unknown, InvalidEvent) and "not an event topic" in unknown.reason
+    kinds = topics.TopicKinds.from_names("c", "v", "s", "i")
+    checked = validate.validate_record("c", 0, 0, None, normalized(), kinds=kinds)
+    assert isinstance(checked, ValidEvent)
+    unknown = validate.validate_record("events.click", 0, 0, None, normalized(), kinds=kinds)
+    assert isinstance(unknown, InvalidRecord) and "not an event topic" in unknown.reason
 
 
 def test_dead_letter_for_record_headers_and_schema():
-    invalid = InvalidEvent("events.click", 3, 1207, b"anon-1", b"{oops", "value is not JSON: x", "")
-    letter = logic.dead_letter_for_record(invalid, NOW)
+    invalid = InvalidRecord("events.click", 3, 1207, b"anon-1", b"{oops", "value is not JSON: x",
+                            "")
+    letter = dlq.dead_letter_for_record(invalid, NOW)
     assert letter.key == b"anon-1"
     assert letter.header("x-original-topic") == "events.click"
     assert letter.header("x-original-partition") == "3"
@@ -381,27 +387,27 @@ def test_dead_letter_for_record_headers_and_schema():
     assert default_schemas().dlq.is_valid(doc)
     assert doc["raw"] == "{oops" and doc["original"]["offset"] == 1207
 
-    binary = InvalidEvent("events.click", 0, 1, None, b"\xff\xfe", "value is not JSON")
-    doc = orjson.loads(logic.dead_letter_for_record(binary, NOW).value)
+    binary = InvalidRecord("events.click", 0, 1, None, b"\xff\xfe", "value is not JSON")
+    doc = orjson.loads(dlq.dead_letter_for_record(binary, NOW).value)
     assert doc["rawEncoding"] == "base64" and default_schemas().dlq.is_valid(doc)
 
 
 def test_dead_letter_for_rejection_and_read_back():
     rejection = normalize(make_event(timestamp="nope"), index=4)
-    letter = logic.dead_letter_for_rejection(rejection, topic="p.events.click", key_source="web",
+    letter = dlq.dead_letter_for_rejection(rejection, topic="p.events.click", key_source="web",
                                              now=NOW)
     doc = orjson.loads(letter.value)
     assert default_schemas().dlq.is_valid(doc)
     assert doc["batchIndex"] == 4 and doc["origin"] == "collector"
     assert letter.header("x-original-partition") == "-1"
-    stored = logic.read_dead_letter(0, 9, letter.key, letter.value, letter.headers)
+    stored = dlq.read_dead_letter(0, 9, letter.key, letter.value, letter.headers)
     assert (stored.origin, stored.field, stored.original_topic) == \
         ("collector", "/timestamp", "p.events.click")
     assert stored.event["timestamp"] == "nope"
 
 
 def test_read_dead_letter_written_by_someone_else_uses_headers():
-    stored = logic.read_dead_letter(1, 2, b"k", b'{"type": "page"}', [
+    stored = dlq.read_dead_letter(1, 2, b"k", b'{"type": "page"}', [
         ("x-original-topic", b"events.view"), ("x-original-partition", b"5"),
         ("x-original-offset", b"77"), ("x-reason", b"boom")])
     assert (stored.original_topic, stored.original_partition, stored.original_offset,
@@ -411,17 +417,17 @@ def test_read_dead_letter_written_by_someone_else_uses_headers():
 def test_replay_of_fixed_collector_reject_is_normalized_as_when_received():
     raw = make_event(timestamp="2026-11-01T09:00:00Z", sentAt="nope")
     rejection = normalize(raw, index=0)
-    letter = logic.dead_letter_for_rejection(rejection, topic="events.click", key_source="web",
+    letter = dlq.dead_letter_for_rejection(rejection, topic="events.click", key_source="web",
                                              now=NOW)
-    stored = logic.read_dead_letter(0, 0, letter.key, letter.value, letter.headers)
-    topics = {"click": "events.click", "view": "events.view", "social": "events.social",
+    stored = dlq.read_dead_letter(0, 0, letter.key, letter.value, letter.headers)
+    kind_topics = {"click": "events.click", "view": "events.view", "social": "events.social",
               "identify": "events.identify"}
-    still = logic.plan_replay(stored, topics=topics, now=NOW + timedelta(days=1))
+    still = replays.plan_replay(stored, topics=kind_topics, now=NOW + timedelta(days=1))
     assert isinstance(still, Rejection) and still.field == "/sentAt"
     fixed = dict(raw, sentAt="2026-11-01T09:00:05Z")
-    replay = logic.plan_replay(stored, topics=topics, fixed_event=fixed,
+    replay = replays.plan_replay(stored, topics=kind_topics, fixed_event=fixed,
                                now=NOW + timedelta(days=1))
-    assert isinstance(replay, logic.Replay) and replay.topic == "events.click"
+    assert isinstance(replay, replays.Replay) and replay.topic == "events.click"
     doc = orjson.loads(replay.value)
     # Skew correction against the original receive time, not the replay's.
     assert doc["timestamp"] == "2026-11-01T09:59:55Z" and doc["messageId"] == "m-1"
@@ -430,16 +436,16 @@ def test_replay_of_fixed_collector_reject_is_normalized_as_when_received():
 def test_replay_of_processing_reject_is_checked_against_its_topic():
     value = orjson.dumps({"type": "track", "event": "x", "userId": "u", "messageId": "m",
                           "timestamp": "bad"})
-    invalid = logic.validate_record("events.click", 0, 3, b"u", value)
-    assert isinstance(invalid, InvalidEvent)
-    letter = logic.dead_letter_for_record(invalid, NOW)
-    stored = logic.read_dead_letter(0, 0, letter.key, letter.value, letter.headers)
-    topics = {"click": "events.click", "view": "events.view", "social": "events.social",
+    invalid = validate.validate_record("events.click", 0, 3, b"u", value)
+    assert isinstance(invalid, InvalidRecord)
+    letter = dlq.dead_letter_for_record(invalid, NOW)
+    stored = dlq.read_dead_letter(0, 0, letter.key, letter.value, letter.headers)
+    kind_topics = {"click": "events.click", "view": "events.view", "social": "events.social",
               "identify": "events.identify"}
-    assert isinstance(logic.plan_replay(stored, topics=topics, now=NOW), Rejection)
+    assert isinstance(replays.plan_replay(stored, topics=kind_topics, now=NOW), Rejection)
     fixed = {**stored.event, "timestamp": "2026-11-01T10:00:00Z"}
-    replay = logic.plan_replay(stored, topics=topics, fixed_event=fixed, now=NOW)
-    assert isinstance(replay, logic.Replay)
+    replay = replays.plan_replay(stored, topics=kind_topics, fixed_event=fixed, now=NOW)
+    assert isinstance(replay, replays.Replay)
     assert replay.topic == "events.click" and orjson.loads(replay.value) == fixed
 
 
@@ -447,16 +453,16 @@ def test_replay_of_processing_reject_is_checked_against_its_topic():
 
 
 def test_detector_stops_when_nearly_everything_fails():
-    detector = logic.SystemicFailureDetector(logic.DlqLimit(0.9, window=100, min_events=50))
+    detector = systemic.SystemicFailureDetector(systemic.DlqLimit(0.9, window=100, min_events=50))
     detector.observe(40, ["/type: bad"] * 2)  # a few bad events: fine
     detector.observe(0, ["/type: bad"] * 5)  # 7 of 47 seen, under min_events anyway
-    with pytest.raises(logic.SystemicFailure, match="STREAMS_DLQ_MAX_INVALID_RATIO") as info:
+    with pytest.raises(systemic.SystemicFailure, match="STREAMS_DLQ_MAX_INVALID_RATIO") as info:
         detector.observe(0, ["value is not JSON: x"] * 100)
     assert "value is not JSON" in str(info.value) and "100 of the last 100" in str(info.value)
 
 
 def test_detector_waits_for_min_events_and_forgets_old_outcomes():
-    detector = logic.SystemicFailureDetector(logic.DlqLimit(0.9, window=50, min_events=20))
+    detector = systemic.SystemicFailureDetector(systemic.DlqLimit(0.9, window=50, min_events=20))
     detector.observe(0, ["bad"] * 19)  # all bad, but fewer than min_events
     detector.observe(50, [])  # the window now holds only good ones
     assert detector.invalid_ratio == 0.0

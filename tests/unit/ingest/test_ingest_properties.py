@@ -10,8 +10,11 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.events import dlq, validate
+from streams.events import time as etime
+from streams.events.models import SOCIAL_CHANNELS, ValidEvent
 from streams.ingest import logic
-from streams.ingest.models import SOCIAL_CHANNELS, RoutedEvent, ValidEvent
+from streams.ingest.models import RoutedEvent
 
 NOW = datetime(2026, 11, 1, 10, 0, 0, tzinfo=UTC)
 TOPICS = {"click": "events.click", "view": "events.view", "social": "events.social",
@@ -62,9 +65,9 @@ def test_collector_output_passes_processing_validation_on_its_topic(event, key_s
     received = NOW
     sent = received - timedelta(milliseconds=latency_ms) + timedelta(seconds=skew)
     result = logic.normalize_event(event, index=None, path_type=None, key_source=key_source,
-                                   received_at=received, sent_at=logic.format_time(sent))
+                                   received_at=received, sent_at=etime.format_time(sent))
     assert isinstance(result, RoutedEvent), result
-    checked = logic.validate_record(TOPICS[result.kind], 0, 0, result.key.encode(),
+    checked = validate.validate_record(TOPICS[result.kind], 0, 0, result.key.encode(),
                                     result.value)
     assert isinstance(checked, ValidEvent), checked.reason
     doc = orjson.loads(result.value)
@@ -73,9 +76,9 @@ def test_collector_output_passes_processing_validation_on_its_topic(event, key_s
     assert (result.kind == "social") == bool(doc.get("socialChannel"))
     if "timestamp" in event:
         # The device's interval from event to send is kept, ending at receivedAt.
-        original = logic.parse_time(event["timestamp"])
-        corrected = logic.parse_time(doc["timestamp"])
-        assert received - corrected == logic.parse_time(doc["sentAt"]) - original
+        original = etime.parse_time(event["timestamp"])
+        corrected = etime.parse_time(doc["timestamp"])
+        assert received - corrected == etime.parse_time(doc["sentAt"]) - original
 
 
 @settings(max_examples=200, deadline=None)
@@ -84,11 +87,11 @@ def test_collector_output_passes_processing_validation_on_its_topic(event, key_s
     topic=st.sampled_from(list(TOPICS.values())))
 def test_validate_record_never_raises_and_every_invalid_record_makes_a_valid_dead_letter(
         value, topic):
-    from streams.ingest.schemas import default_schemas
+    from streams.events.schemas import default_schemas
 
-    result = logic.validate_record(topic, 1, 2, b"k", value)
+    result = validate.validate_record(topic, 1, 2, b"k", value)
     if isinstance(result, ValidEvent):
         return
-    letter = logic.dead_letter_for_record(result, NOW)
+    letter = dlq.dead_letter_for_record(result, NOW)
     assert default_schemas().dlq.is_valid(orjson.loads(letter.value))
     assert letter.header("x-reason") and letter.header("x-original-topic") == topic

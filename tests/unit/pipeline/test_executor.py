@@ -1,6 +1,6 @@
-"""Fold processes: a batch folded in one gives what folding in the worker's loop gives
-(tests/integration); here, what needs no database: stopping a fold process that is
-stuck waiting for an unreachable database."""
+"""Fold processes (the executor): a batch run in one gives what running it in the
+worker's loop gives (tests/integration); here, what needs no database: stopping a fold
+process that is stuck waiting for an unreachable database."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import orjson
 import psutil
 import pytest
 
-from streams.profiles.folder import ProcessFolder
+from streams.pipeline.executor import ProcessExecutor
+from streams.profiles.stage import make_profile_stage
 from streams.settings import load_settings
 
 
@@ -26,10 +27,10 @@ async def test_close_with_kill_ends_a_fold_process_stuck_on_a_dead_database():
     # Port 1 refuses connections: the fold process retries forever, as it must.
     settings = load_settings(database_url="postgresql://u:p@127.0.0.1:1/db",
                              fold_processes=1)
-    folder = ProcessFolder(settings)
+    folder = ProcessExecutor(settings, make_profile_stage, 1)
     doc = {"type": "page", "messageId": "m1", "anonymousId": "a", "name": "Home",
            "timestamp": "2026-03-01T10:00:00Z"}
-    folding = asyncio.ensure_future(folder.fold([("events.view", 0, 0, b"a", orjson.dumps(doc))]))
+    folding = asyncio.ensure_future(folder.run([("events.view", 0, 0, b"a", orjson.dumps(doc))]))
     for _ in range(100):
         if fold_children():
             break
@@ -44,11 +45,11 @@ async def test_close_with_kill_ends_a_fold_process_stuck_on_a_dead_database():
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive
     with pytest.raises(RuntimeError, match="closed"):
-        await folder.fold([])
+        await folder.run([])
 
 
 async def test_start_brings_up_every_fold_process_and_close_ends_them():
-    folder = ProcessFolder(load_settings(fold_processes=2))
+    folder = ProcessExecutor(load_settings(), make_profile_stage, 2)
     try:
         await folder.start()
         children = fold_children()

@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.ingest.schemas import SchemaLoadError, load_schemas
+from streams.events.schemas import SchemaLoadError, load_schemas
 
 SAMPLES = Path(__file__).resolve().parents[3] / "schemas" / "v1" / "samples"
 SCHEMAS = load_schemas()
@@ -48,7 +48,7 @@ def test_missing_schema_file_is_named(tmp_path: Path):
 
 
 def test_schema_dir_from_environment_else_beside_package_else_cwd(tmp_path, monkeypatch):
-    from streams.ingest import schemas
+    from streams.events import schemas
 
     (tmp_path / "mine" / "v1").mkdir(parents=True)
     monkeypatch.setenv("STREAMS_SCHEMA_DIR", str(tmp_path / "mine"))

@@ -1,0 +1,223 @@
+"""The runner: a stage's batches from Faust to the store and back to acknowledgements.
+
+Offsets are committed only after the stage's database commit. Each event's message is
+held (``incref``) when its batch is taken, so ``take_events``' own acknowledgement does
+not release it; the runner acknowledges a batch once it is stored or dead-lettered. A
+crash between the two replays the batch, which the stage's idempotent write absorbs: the
+database commit must come first, or a crash could move the offset past an event whose
+effect was never stored.
+
+Pipelining: batches run in the executor (by default in fold processes beside the worker)
+while Faust gathers the next ones; at most ``executor.in_flight`` batches are in flight.
+Batches in flight together may finish in any order: the stage locks what each batch
+touches, and Faust commits a partition's offsets only up to its first unacknowledged
+event.
+
+Failures: invalid records and events at fault are dead-lettered with headers naming
+their topic, partition, offset and the reason, so one bad record never blocks its
+partition; while the database is unavailable a batch waits (``policy``). When nearly
+every recent record fails validation the stage stops instead (``systemic``): the batch
+is neither dead-lettered nor acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from streams.events.dlq import dead_letter_for_record
+from streams.events.models import DeadLetter, InvalidRecord
+from streams.events.time import utc_now
+from streams.pipeline.batch import BatchResult
+from streams.pipeline.stage import Raw, StageSpec
+from streams.pipeline.systemic import DlqLimit, SystemicFailure, SystemicFailureDetector
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# How long a stopping worker waits for the batches in flight to be stored and acknowledged.
+STOP_GRACE = 30.0
+# A crashed worker's shutdown can hang in faust's consumer; after this long it exits hard,
+# which is safe: the failing batch was never acknowledged, so nothing is lost.
+SYSTEMIC_EXIT_GRACE = 20.0
+
+
+class DeadLetterSink(Protocol):
+    """Where dead letters go. ``send`` returns once the broker acknowledged the record."""
+
+    async def send(self, letter: DeadLetter) -> None: ...
+
+
+class Executor(Protocol):
+    in_flight: int
+
+    async def start(self) -> None: ...
+
+    async def run(self, raws: Sequence[Raw]) -> BatchResult: ...
+
+    def close(self, kill: bool = False) -> None: ...
+
+
+class FaustTopicSink:
+    """Dead letters through a Faust topic (the worker's producer)."""
+
+    def __init__(self, topic: Any):
+        self.topic = topic
+
+    async def send(self, letter: DeadLetter) -> None:
+        fut = await self.topic.send(key=letter.key, value=letter.value, headers=letter.headers)
+        await fut
+
+
+class ProducerSink:
+    """Dead letters through an aiokafka producer to ``topic``."""
+
+    def __init__(self, producer: Any, topic: str):
+        self.producer, self.topic = producer, topic
+
+    async def send(self, letter: DeadLetter) -> None:
+        fut = await self.producer.send(self.topic, letter.value, key=letter.key,
+                                       headers=letter.headers)
+        await fut
+
+
+def raw_of(event: Any) -> Raw:
+    """The raw record of a Faust event (its message's coordinates, key and value)."""
+    m = event.message
+    return (m.topic, m.partition, m.offset, m.key, m.value)
+
+
+class StageRunner:
+    """Runs a stage's batches and acts on their results. Knows nothing of Faust beyond
+    three callables, so its paths are unit-tested against fakes:
+
+    - ``hold(event)`` keeps an event's offset from being committed (``message.incref``);
+    - ``ack(event)`` releases it (``stream.ack``), after its batch is stored;
+    - ``crash(exc)`` stops the worker (``app.crash``) without acknowledging.
+    """
+
+    def __init__(self, spec: StageSpec, executor: Executor, sink: DeadLetterSink,
+                 detector: SystemicFailureDetector, *, hold: Callable[[Any], None],
+                 ack: Callable[[Any], Awaitable[Any]],
+                 crash: Callable[[BaseException], Awaitable[None]],
+                 clock: Callable[[], datetime] = utc_now,
+                 raw: Callable[[Any], Raw] = raw_of):
+        self.spec, self.executor, self.sink, self.detector = spec, executor, sink, detector
+        self.hold, self.ack, self.crash, self.clock, self.raw = hold, ack, crash, clock, raw
+        self.stopping: list[BaseException] = []  # set once failing: act no further
+        self.pending: collections.deque[asyncio.Future] = collections.deque()
+
+    async def handle(self, batch: Sequence[Any], raws: Sequence[Raw]) -> BatchResult | None:
+        """Run one batch, dead-letter what cannot be stored, then acknowledge it. On a
+        systemic failure or an unexpected error, crash instead (nothing acknowledged)."""
+        try:
+            result = await self.executor.run(raws)
+            if self.stopping:
+                return None  # another batch failed: leave this one unacknowledged too
+            try:
+                # Before any dead letter of this batch is sent: a tripped limit leaves the
+                # whole batch unacknowledged, to be read again once the cause is fixed.
+                self.detector.observe(result.valid, [r.reason for r in result.invalid])
+            except SystemicFailure as exc:
+                self.stopping.append(exc)
+                log.critical("%s", exc)
+                await self.crash(exc)
+                return None
+            stored = time.perf_counter()
+            for err in (*result.invalid, *result.failed):
+                await self.dead_letter(err)
+            for event in batch:
+                await self.ack(event)
+            log.debug("%s: batch of %d: %s (acked in %.3fs)", self.spec.label, len(batch),
+                      result.outcome, time.perf_counter() - stored)
+            return result
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the batch stays unacknowledged
+            self.stopping.append(exc)
+            log.exception("%s: a batch failed", self.spec.label)
+            await self.crash(exc)
+            return None
+
+    async def dead_letter(self, err: InvalidRecord) -> None:
+        """Send a record to the DLQ and wait for the broker's ack, so the batch's offsets
+        are committed only after it. The log names where and why, never the data."""
+        await self.sink.send(dead_letter_for_record(err, self.clock()))
+        log.warning("dead-lettered %s[%d]@%d: %s", err.topic, err.partition, err.offset,
+                    err.reason[:300])
+
+    async def submit(self, batch: Sequence[Any]) -> None:
+        """Hold the batch's events and start running it once fewer than ``in_flight``
+        batches are running."""
+        raws = []
+        for event in batch:
+            self.hold(event)  # released by ``handle``, after the commit
+            raws.append(self.raw(event))
+        while len(self.pending) >= self.executor.in_flight:
+            await self.pending.popleft()
+        self.pending.append(asyncio.ensure_future(self.handle(batch, raws)))
+
+    async def run(self, batches: AsyncIterable[Sequence[Any]]) -> None:
+        """Start the executor, run every batch, and on the way out wait up to
+        ``STOP_GRACE`` for the batches in flight (killing the executor's processes if
+        they are stuck: their offsets were not committed, so they are read again)."""
+        try:
+            await self.executor.start()
+            async for batch in batches:
+                await self.submit(batch)
+        finally:
+            unfinished = ((await asyncio.wait(self.pending, timeout=STOP_GRACE))[1]
+                          if self.pending else ())
+            if unfinished:
+                log.warning("%d batch(es) not stored within %.0fs of stopping; they will be "
+                            "read again", len(unfinished), STOP_GRACE)
+            self.executor.close(kill=bool(unfinished))
+
+
+def register_stage(app: Any, settings: Settings, spec: StageSpec) -> None:
+    """Declare ``spec``'s topics and its Faust agent on ``app``: batches of
+    ``settings.batch_size`` taken within ``settings.batch_seconds``, run by a
+    ``StageRunner`` in ``spec.processes`` fold processes."""
+    from streams.pipeline.executor import make_executor
+
+    topics = app.topic(*spec.topics, key_serializer="raw", value_serializer="raw", acks=True)
+    dlq = app.topic(settings.topic(settings.topic_dlq), key_serializer="raw",
+                    value_serializer="raw")
+    detector = SystemicFailureDetector(DlqLimit(
+        settings.dlq_max_invalid_ratio, settings.dlq_window, settings.dlq_min_events))
+
+    async def crash(exc: BaseException) -> None:
+        if isinstance(exc, SystemicFailure):
+            # Shutting down would otherwise wait for this unacknowledged batch forever.
+            app.conf.stream_wait_empty = False
+            exit_if_still_running(SYSTEMIC_EXIT_GRACE)
+        await app.crash(exc)  # the worker stops and exits non-zero
+
+    async def agent(stream):  # noqa: ANN001 - a faust stream
+        runner = StageRunner(
+            spec, make_executor(settings, spec.factory, spec.processes), FaustTopicSink(dlq),
+            detector, hold=lambda event: event.message.incref(), ack=stream.ack, crash=crash)
+        await runner.run(stream.take_events(settings.batch_size, within=settings.batch_seconds))
+
+    app.agent(topics, name=spec.name)(agent)
+
+
+def exit_if_still_running(seconds: float) -> None:
+    """Exit the process (status 1) after ``seconds`` unless it has ended by then."""
+
+    def bail() -> None:
+        log.critical("shutdown did not finish within %.0fs after a systemic failure; exiting",
+                     seconds)
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, bail)
+    timer.daemon = True
+    timer.start()

@@ -1,0 +1,53 @@
+"""The profile stage as a plug-in of the stage runner: a record is decoded by the event
+contract's validation and reduced to a ``FoldEvent``; a batch is resolved and folded into
+profiles in one PostgreSQL transaction by ``ProfileStore.write_batch``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from streams.events.models import InvalidRecord
+from streams.events.topics import TopicKinds
+from streams.events.validate import validate_record
+from streams.pipeline.stage import Raw
+from streams.profiles.logic import decode_envelope
+from streams.profiles.models import FoldEvent, InvalidEvent
+from streams.profiles.store import BatchOutcome, ProfileStore
+from streams.settings import Settings
+
+
+def decode(record: Raw, kinds: TopicKinds | None = None) -> FoldEvent | InvalidRecord:
+    """The one place a consumed record becomes a profile event: schema validation for
+    its topic, then reduction to what the fold needs; or why it cannot be one."""
+    topic, partition, offset, key, value = record
+    checked = validate_record(topic, partition, offset, key, value, kinds=kinds)
+    if isinstance(checked, InvalidRecord):
+        return checked
+    folded = decode_envelope(checked.payload, checked.event_time)
+    if isinstance(folded, InvalidEvent):
+        return InvalidRecord(topic, partition, offset, key, value, folded.reason, None)
+    return folded
+
+
+class ProfileStage:
+    """Validate, resolve and fold events into profiles (see ``streams.pipeline.stage``)."""
+
+    def __init__(self, settings: Settings):
+        from streams.db import async_engine
+
+        self.kinds = TopicKinds.for_settings(settings)
+        self.store = ProfileStore.for_settings(settings, async_engine(settings))
+
+    def decode(self, record: Raw) -> FoldEvent | InvalidRecord:
+        return decode(record, self.kinds)
+
+    async def write(self, events: Sequence[FoldEvent]) -> BatchOutcome:
+        return await self.store.write_batch(list(events))
+
+    async def close(self) -> None:
+        await self.store.engine.dispose()
+
+
+def make_profile_stage(settings: Settings) -> ProfileStage:
+    """The stage factory (module-level, so a fold process can be handed it)."""
+    return ProfileStage(settings)

@@ -145,9 +145,12 @@ class RetryPolicy:
         if exc is None:
             return
         cls = classify(exc)
-        log.warning("batch write failed (%s, %s); retry %d in %.2fs", cls.value,
-                    describe(exc), state.attempt_number, state.next_action.sleep
-                    if state.next_action else 0.0)
+        wait = state.next_action.sleep if state.next_action else 0.0
+        if cls is FailureClass.UNAVAILABLE:
+            log.warning("database unavailable (%s); retrying in %.1fs", describe(exc), wait)
+        else:
+            log.warning("batch write failed (%s, %s); retry %d in %.2fs", cls.value,
+                        describe(exc), state.attempt_number, wait)
         if self.on_retry is not None:
             self.on_retry(cls)
 

@@ -93,6 +93,7 @@ async def test_broker_and_database_restarts_lose_nothing_count_nothing_twice(
         assert_running(worker)  # it rode out both restarts without being restarted
         log = worker.log_path.read_text(errors="replace")
         assert "database unavailable" in log  # it met the database down, waited, went on
+        assert "dead-lettered" not in log  # waited out: nothing given up for it
         stored = await assert_stored_equal_the_oracle(s, logs)
         assert sum(p["counts"]["total"] for p in stored.values()) == len(
             {d["messageId"] for d in logs})

@@ -5,6 +5,7 @@ records stops the worker instead. Then `streams dlq list` and `streams dlq repla
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sys
 
 import orjson
@@ -161,3 +162,33 @@ async def test_dlq_list_and_replay_of_fixed_events(make_settings, start_collecto
     (tmp_path / "wrong.jsonl").write_bytes(orjson.dumps({**late, "offset": 999}) + b"\n")
     code, out, err = await _cli(settings, "dlq", "replay", "--fixed", str(tmp_path / "wrong.jsonl"))
     assert code != 0 and "999" in err
+
+
+async def test_data_faults_in_the_profile_store_are_dead_lettered_and_the_partition_moves(
+        make_settings, spawn_worker):
+    # Found by a hostile user: a 3,000-character email was accepted, PostgreSQL refused its
+    # index entry (54000), the worker took that for "database down" and stalled the
+    # partition forever. A \u0000 in a trait makes jsonb refuse the row (22P05).
+    settings = make_settings(topic_partitions=1, fold_processes=0)
+    await ensure_topics(settings)
+    worker = spawn_worker(settings)
+    prefix = settings.topic_prefix
+    long_email = secrets.token_hex(1500) + "@example.test"  # random: TOAST cannot shrink it
+    sent = await produce(settings, settings.topic_identify, [
+        (b"u1", orjson.dumps({"type": "identify", "userId": "u1", "messageId": prefix + "long",
+                              "traits": {"email": long_email}, "timestamp": TS})),
+        (b"u2", orjson.dumps({"type": "identify", "userId": "u2", "messageId": prefix + "nul",
+                              "traits": {"nickname": "a\u0000b"}, "timestamp": TS})),
+        (b"u3", orjson.dumps({"type": "identify", "userId": "u3", "messageId": prefix + "ok",
+                              "traits": {"plan": "pro"}, "timestamp": TS})),
+    ])
+    letters = await eventually(lambda: _dlq_with(settings, 2), timeout=90,
+                               what="two dead letters")
+    by_offset = {int(h["x-original-offset"]): h["x-reason"].decode() for _, h in letters}
+    assert by_offset.keys() == {sent[0].offset, sent[1].offset}
+    assert by_offset[sent[0].offset].startswith("data fault: SQLSTATE 54000")
+    assert by_offset[sent[1].offset].startswith("data fault: SQLSTATE 22P05")
+    assert all(long_email[:20] not in reason for reason in by_offset.values())
+    ids = await eventually(lambda: _ids_if(settings, 1), timeout=60, what="the valid event")
+    assert ids == ["ok"]
+    assert worker.poll() is None

@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-import gc
-
 import faust
 
 from streams.compat import streams_transport
+from streams.pipeline.tuning import tune_gc
 from streams.settings import Settings
 
-# A worker allocates several small containers per event (decoded records, profile
-# documents, Faust's own event objects). With CPython's default thresholds (700, 10, 10)
-# that triggers a full collection every ~70,000 allocations, each walking every object
-# the process holds (Faust, aiokafka, SQLAlchemy...): measured at about half the fold's
-# Python time. Collecting the young generation every 50,000 allocations instead, and
-# freezing what exists at startup out of the collector's way, keeps cycles collected
-# (memory stays flat) at a fraction of the cost.
-GC_THRESHOLDS = (50_000, 20, 100)
+__all__ = ["create_app", "tune_gc", "use_streams_transport"]
 
 
 def use_streams_transport(app: faust.App) -> None:
-    """Give ``app`` the transport of ``streams.compat.streams_transport``; call before any topic or
-    agent is declared on it (they create the default transport)."""
+    """Give ``app`` the transport of ``streams.compat.streams_transport``; call before
+    any topic or agent is declared on it (they create the default transport)."""
     app.transport = streams_transport()(app.conf.broker_consumer, app)
-
-
-def tune_gc() -> None:
-    """Set the worker process's garbage-collector thresholds (``GC_THRESHOLDS``) and
-    freeze the objects that exist now (modules, the app) out of future collections.
-    Call once, after the app is built and before it runs. Process-wide."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -62,7 +45,6 @@ def create_app(settings: Settings) -> faust.App:
         worker_redirect_stdouts=False,
         logging_config=None,
     )
-    app.streams_settings = settings  # type: ignore[attr-defined]
     use_streams_transport(app)
 
     # Each domain registers its agents; the import is here so building an app has no

@@ -151,7 +151,7 @@ def worker() -> None:
     if created:
         console.print(f"created topics: {', '.join(created)}")
     app = create_app(settings)
-    tune_gc()  # perf: see streams.app.GC_THRESHOLDS
+    tune_gc()  # perf: see streams.pipeline.tuning.GC_THRESHOLDS
     worker_ = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     worker_.execute_from_commandline()
 

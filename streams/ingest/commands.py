@@ -45,7 +45,7 @@ def dlq() -> None:
 
 async def _read_dead_letters(settings: Settings, origin: str | None, topic: str | None):
     from streams.events.dlq import read_dead_letter
-    from streams.ingest.store import read_topic
+    from streams.ingest.kafka import read_topic
 
     letters = []
     async for record in read_topic(settings, settings.topic(settings.topic_dlq)):
@@ -134,8 +134,8 @@ async def _replay(settings: Settings, letters, fixed, dry_run: bool):
     from streams.events.dlq import HEADER_REPLAYED
     from streams.events.time import utc_now
     from streams.events.topics import topic_for
+    from streams.ingest.kafka import EventWriter, OutgoingRecord
     from streams.ingest.replay import Replay, plan_replay
-    from streams.ingest.store import EventWriter, OutgoingRecord
 
     topics = {k: topic_for(settings, k) for k in ("click", "view", "social", "identify")}
     now = utc_now()

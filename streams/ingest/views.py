@@ -44,9 +44,9 @@ from streams.events.time import utc_now
 from streams.events.topics import topic_for
 from streams.events.validate import Limits
 from streams.ingest import logic
+from streams.ingest.kafka import EventWriter, OutgoingRecord
 from streams.ingest.metrics import COUNTERS, EVENTS_ACCEPTED, EVENTS_REJECTED, REQUESTS_REFUSED
 from streams.ingest.models import RequestError, RequestPlan
-from streams.ingest.store import EventWriter, OutgoingRecord
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)

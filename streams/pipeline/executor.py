@@ -35,6 +35,7 @@ from streams.compat import kill_pool_processes
 from streams.pipeline.batch import BatchResult, process_batch
 from streams.pipeline.policy import RetryPolicy
 from streams.pipeline.stage import Raw, Stage, StageFactory
+from streams.pipeline.tuning import tune_gc
 from streams.settings import Settings, configure_logging
 
 log = logging.getLogger(__name__)
@@ -157,8 +158,6 @@ def _child_init(settings: Settings, factory: StageFactory, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(settings, "fold")
-    from streams.app import tune_gc
-
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     _child.update(loop=loop, executor=InProcessExecutor(settings, factory))

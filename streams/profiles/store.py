@@ -390,7 +390,8 @@ async def create_schema(engine: AsyncEngine, schema: str) -> None:
     options = in_schema(schema)  # raises ValueError for a name that is not a plain word
     async with engine.begin() as conn:
         await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        await (await conn.execution_options(**options)).run_sync(metadata.create_all)
+        await conn.execution_options(**options)
+        await conn.run_sync(metadata.create_all)
 
 
 async def drop_schema(engine: AsyncEngine, schema: str) -> None:

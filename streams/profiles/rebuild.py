@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy import text
 
-from streams.db import async_engine
+from streams.db import async_engine, qualified
 from streams.identity.models import rules_from_settings
+from streams.identity.tables import forgotten_identifiers
 from streams.ingest.store import topic_kinds
 from streams.profiles.folder import Consumed, decode
 from streams.profiles.models import FoldEvent
@@ -62,10 +63,9 @@ async def rebuild(settings: Settings, progress: Callable[[int, int], None] | Non
     try:
         await create_schema(engine, schema)
         async with engine.begin() as conn:
-            source = f'"{live_schema}".' if live_schema else ""
             await conn.execute(text(
-                f'INSERT INTO "{schema}".forgotten_identifiers SELECT * FROM '
-                f"{source}forgotten_identifiers"))
+                f"INSERT INTO {qualified(forgotten_identifiers, schema)} SELECT * FROM "
+                f"{qualified(forgotten_identifiers, live_schema)}"))
         rebuilt_store = ProfileStore(engine, rules_from_settings(settings), schema=schema)
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
                                     enable_auto_commit=False, auto_offset_reset="earliest")

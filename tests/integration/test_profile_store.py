@@ -176,5 +176,13 @@ async def test_create_schema_matches_the_migration(engine):
         tables = {c[0] for c in created_cols}
         assert {c for c in migrated_cols if c[0] in tables} == created_cols
         assert {i for i in migrated_idx if i[0] in tables} == created_idx
+        # Built through schema_translate_map: new components draw their ids from the
+        # schema's own sequence, not public's.
+        async with engine.connect() as conn:
+            default = (await conn.execute(text(
+                "SELECT column_default FROM information_schema.columns WHERE table_schema = :s "
+                "AND table_name = 'components' AND column_name = 'component_id'"),
+                {"s": store.schema})).scalar_one()
+        assert default == f"nextval('{store.schema}.component_id_seq'::regclass)"
     finally:
         await drop_schema(engine, store.schema)

@@ -143,8 +143,9 @@ class ProfileStore:
         self.rules = rules or IdentityRules()
         self.clock = clock
         self.schema = schema
-        self._set_path = text(f'SET LOCAL search_path TO "{check_schema_name(schema)}"'
-                              ) if schema else None
+        # Each transaction starts by putting the hand-written statements in ``schema``.
+        self._set_path = (text(f'SET LOCAL search_path TO "{check_schema_name(schema)}"')
+                          if schema else None)
 
     @classmethod
     def for_settings(cls, settings, engine: AsyncEngine) -> ProfileStore:

@@ -2,15 +2,74 @@
 
 from __future__ import annotations
 
+import importlib
 from importlib import resources
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine
+from sqlalchemy import MetaData, Table, create_engine
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from streams.settings import Settings
+
+# The layout of every table, the one source of truth: each domain's ``tables`` module adds
+# its tables here, and a test has Alembic compare it with what the migrations build.
+# Tables carry no schema: the configured one (STREAMS_PROFILES_SCHEMA, a test's or a
+# rebuild's) is applied when a statement runs, by ``schema_translate_map`` for SQLAlchemy
+# statements and by the transaction's search path for the stores' hand-written SQL.
+metadata = MetaData()
+
+# The modules defining tables on ``metadata``; a new domain with tables adds its own here.
+TABLE_MODULES = ("streams.identity.tables", "streams.profiles.tables")
+
+_PREPARER = postgresql.dialect().identifier_preparer
+
+
+def schema_metadata() -> MetaData:
+    """``metadata`` with every domain's tables on it (imports their ``tables`` modules)."""
+    for name in TABLE_MODULES:
+        importlib.import_module(name)
+    return metadata
+
+
+def check_schema_name(schema: str) -> str:
+    """``schema`` itself; raises ValueError unless it is letters, digits and ``_`` (it is
+    written into SQL as an identifier)."""
+    if not schema or not schema.replace("_", "").isalnum():
+        raise ValueError(f"schema name {schema!r} must be letters, digits and _")
+    return schema
+
+
+def in_schema(schema: str | None) -> dict:
+    """Execution options that put the metadata's tables in ``schema`` (None: the search
+    path's), for ``Connection.execution_options``."""
+    return {"schema_translate_map": {None: check_schema_name(schema)}} if schema else {}
+
+
+def qualified(table: Table, schema: str | None) -> str:
+    """``table``'s quoted name in ``schema`` (unqualified when None), for hand-written SQL."""
+    name = _PREPARER.quote(table.name)
+    return f"{_PREPARER.quote_schema(check_schema_name(schema))}.{name}" if schema else name
+
+
+class SqlNames:
+    """A table's quoted names for hand-written SQL, read from the metadata: ``str(names)``
+    is the table's name (unqualified: the search path picks the schema) and
+    ``names.<column key>`` a column's. An unknown column raises AttributeError, so a
+    statement naming a column the metadata lacks fails when its module is imported."""
+
+    def __init__(self, table: Table):
+        self._table_name = _PREPARER.quote(table.name)
+        for column in table.c:
+            setattr(self, column.key, _PREPARER.quote(column.name))
+
+    def __str__(self) -> str:
+        return self._table_name
+
+    def __format__(self, spec: str) -> str:
+        return format(self._table_name, spec)
 
 
 def async_engine(settings: Settings, **kwargs) -> AsyncEngine:

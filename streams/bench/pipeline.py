@@ -27,9 +27,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import text
+from sqlalchemy import select, text
 
+from streams.db import in_schema, qualified
 from streams.infra.procs import stop_session
+from streams.profiles import tables
 from streams.profiles.store import event_partitions
 from streams.settings import Settings, child_environment, load_settings
 
@@ -210,9 +212,9 @@ async def latency_p99(settings: Settings, rate: float, seconds: float) -> tuple[
             pending = [m for m in sent if m not in seen]
             if pending:
                 async with engine.connect() as conn:
-                    rows = await conn.execute(text(
-                        f'SELECT message_id FROM "{schema}".profile_events '
-                        "WHERE message_id = ANY(:m)"), {"m": pending})
+                    await conn.execution_options(**in_schema(schema))
+                    stored = tables.profile_events.c.message_id
+                    rows = await conn.execute(select(stored).where(stored.in_(pending)))
                     now = time.monotonic()
                     for (m,) in rows:
                         seen[m] = now
@@ -242,7 +244,7 @@ async def bytes_per_profile(settings: Settings) -> tuple[float, int]:
                 "JOIN pg_namespace n ON n.oid = c.relnamespace "
                 "WHERE n.nspname = :s AND c.relkind IN ('r', 'm')"), {"s": schema})).scalar_one()
             profiles = (await conn.execute(text(
-                f'SELECT count(*) FROM "{schema}".profiles'))).scalar_one()
+                f"SELECT count(*) FROM {qualified(tables.profiles, schema)}"))).scalar_one()
         return (total / profiles if profiles else float("nan")), profiles
     finally:
         await engine.dispose()

@@ -1,4 +1,4 @@
-"""PostgreSQL side of the identity graph: tables, locks and lookups.
+"""PostgreSQL side of the identity graph: locks and lookups (tables in ``tables.py``).
 
 Locking. Two workers may touch one interaction component at once (identifiers chain
 across partitions). A batch takes transaction-level advisory locks, always in the same
@@ -14,61 +14,35 @@ import hashlib
 from collections.abc import Iterable
 
 import orjson
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    DateTime,
-    Identity,
-    LargeBinary,
-    MetaData,
-    Sequence,
-    Table,
-    Text,
-    func,
-    text,
-)
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-# The same tables as migration profiles_0001, for ``create_all`` into a fresh schema
-# (``streams rebuild``). The migration is what production runs.
-metadata = MetaData()
-component_id_seq = Sequence("component_id_seq", metadata=metadata)
-components = Table(
-    "components", metadata,
-    Column("component_id", BigInteger, component_id_seq, primary_key=True,
-           server_default=component_id_seq.next_value()),
-    Column("max_time", Text, nullable=False),
-    Column("max_message_id", Text, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+from streams.db import SqlNames, metadata
+from streams.identity.tables import (
+    component_id_seq,
+    components,
+    forgotten_identifiers,
+    identifier_to_profile,
+    profile_id_to_survivor,
+    profile_merges,
 )
-identifier_to_profile = Table(
-    "identifier_to_profile", metadata,
-    Column("identifier", Text, primary_key=True),
-    Column("profile_id", UUID(as_uuid=False), index=True),
-    Column("component_id", BigInteger, nullable=False, index=True),
-)
-profile_merges = Table(
-    "profile_merges", metadata,
-    Column("merge_id", BigInteger, Identity(), primary_key=True),
-    Column("component_id", BigInteger, nullable=False, index=True),
-    Column("survivor_id", UUID(as_uuid=False), nullable=False, index=True),
-    Column("merged_id", UUID(as_uuid=False), nullable=False),
-    Column("message_id", Text, nullable=False),
-    Column("rule", Text, nullable=False),
-    Column("event_time", Text, nullable=False),
-    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-)
-profile_id_to_survivor = Table(
-    "profile_id_to_survivor", metadata,
-    Column("old_id", UUID(as_uuid=False), primary_key=True),
-    Column("profile_id", UUID(as_uuid=False), nullable=False, index=True),
-)
-forgotten_identifiers = Table(
-    "forgotten_identifiers", metadata,
-    Column("identifier_sha256", LargeBinary, primary_key=True),
-    Column("forgotten_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-)
+
+__all__ = [
+    # The tables (defined in streams.identity.tables) and their quoted names.
+    "metadata", "component_id_seq", "components", "identifier_to_profile", "profile_merges",
+    "profile_id_to_survivor", "forgotten_identifiers", "IDS", "FORGOTTEN", "MERGES",
+    "SURVIVORS",
+    "IDENTIFIER_LOCK_CLASS", "COMPONENT_LOCK_CLASS", "identifier_digest", "json_list",
+    "text_array", "bigint_array", "lock_identifiers", "lock_components", "components_of",
+    "lock_and_map", "forgotten_among", "profile_for_identifier", "survivor_of", "merges_of",
+]
+
+# Quoted table and column names for the hand-written statements below (and the profile
+# store's), read from the tables once at import: the layout is written in one place.
+IDS = SqlNames(identifier_to_profile)
+FORGOTTEN = SqlNames(forgotten_identifiers)
+MERGES = SqlNames(profile_merges)
+SURVIVORS = SqlNames(profile_id_to_survivor)
 
 IDENTIFIER_LOCK_CLASS = 0x5F49
 COMPONENT_LOCK_CLASS = 0x5F43
@@ -95,6 +69,27 @@ def text_array(name: str) -> str:
 def bigint_array(name: str) -> str:
     """SQL for a bigint[] built from the JSON-array parameter ``name``."""
     return f"ARRAY(SELECT CAST(jsonb_array_elements(CAST(:{name} AS jsonb)) AS bigint))"
+
+
+# The lookups, built once.
+_COMPONENTS_OF = text(
+    f"SELECT {IDS.identifier}, {IDS.component_id} FROM {IDS} "
+    f"WHERE {IDS.identifier} = ANY({text_array('ids')})")
+_FORGOTTEN_AMONG = text(
+    f"SELECT {FORGOTTEN.identifier_sha256} FROM {FORGOTTEN} "
+    f"WHERE {FORGOTTEN.identifier_sha256} = ANY(ARRAY("
+    "SELECT decode(jsonb_array_elements_text(CAST(:d AS jsonb)), 'hex')))")
+_PROFILE_FOR_IDENTIFIER = text(
+    f"SELECT {IDS.profile_id} FROM {IDS} WHERE {IDS.identifier} = :i")
+_SURVIVOR_OF = text(
+    f"SELECT {SURVIVORS.profile_id} FROM {SURVIVORS} "
+    f"WHERE {SURVIVORS.old_id} = CAST(:p AS uuid)")
+_MERGES_OF = text(
+    f"SELECT {MERGES.survivor_id}, {MERGES.merged_id}, {MERGES.message_id}, {MERGES.rule}, "
+    f"{MERGES.event_time} FROM {MERGES} WHERE {MERGES.survivor_id} = CAST(:p AS uuid) "
+    f"OR {MERGES.survivor_id} IN (SELECT {SURVIVORS.old_id} FROM {SURVIVORS} "
+    f"WHERE {SURVIVORS.profile_id} = CAST(:p AS uuid)) "
+    f"ORDER BY {MERGES.event_time}, {MERGES.message_id}")
 
 
 def _lock_key(identifier: str) -> int:
@@ -132,9 +127,7 @@ async def components_of(conn: AsyncConnection, identifiers: list[str]) -> dict[s
     """identifier -> component id, for the identifiers that have one."""
     if not identifiers:
         return {}
-    rows = await conn.execute(
-        text("SELECT identifier, component_id FROM identifier_to_profile "
-             f"WHERE identifier = ANY({text_array('ids')})"), {"ids": json_list(identifiers)})
+    rows = await conn.execute(_COMPONENTS_OF, {"ids": json_list(identifiers)})
     return {r[0]: r[1] for r in rows}
 
 
@@ -157,36 +150,24 @@ async def forgotten_among(conn: AsyncConnection, identifiers: Iterable[str]) -> 
     by_digest = {identifier_digest(i): i for i in identifiers}
     if not by_digest:
         return frozenset()
-    rows = await conn.execute(
-        text("SELECT identifier_sha256 FROM forgotten_identifiers "
-             "WHERE identifier_sha256 = ANY(ARRAY(SELECT decode(jsonb_array_elements_text("
-             "CAST(:d AS jsonb)), 'hex')))"), {"d": json_list(d.hex() for d in by_digest)})
+    rows = await conn.execute(_FORGOTTEN_AMONG, {"d": json_list(d.hex() for d in by_digest)})
     return frozenset(by_digest[bytes(r[0])] for r in rows)
 
 
 async def profile_for_identifier(conn: AsyncConnection, identifier: str) -> str | None:
     """The profile id holding ``identifier``, or None."""
-    row = (await conn.execute(
-        text("SELECT profile_id FROM identifier_to_profile WHERE identifier = :i"),
-        {"i": identifier})).first()
+    row = (await conn.execute(_PROFILE_FOR_IDENTIFIER, {"i": identifier})).first()
     return str(row[0]) if row and row[0] else None
 
 
 async def survivor_of(conn: AsyncConnection, profile_id: str) -> str | None:
     """The live profile a merged-away or replaced profile id now answers as, or None."""
-    row = (await conn.execute(
-        text("SELECT profile_id FROM profile_id_to_survivor WHERE old_id = CAST(:p AS uuid)"),
-        {"p": profile_id})).first()
+    row = (await conn.execute(_SURVIVOR_OF, {"p": profile_id})).first()
     return str(row[0]) if row else None
 
 
 async def merges_of(conn: AsyncConnection, profile_id: str) -> list[dict]:
     """The merge history of a profile (merges it survived), oldest event first."""
-    rows = await conn.execute(
-        text("SELECT survivor_id, merged_id, message_id, rule, event_time FROM profile_merges "
-             "WHERE survivor_id = CAST(:p AS uuid) OR survivor_id IN (SELECT old_id FROM "
-             "profile_id_to_survivor WHERE profile_id = CAST(:p AS uuid)) "
-             "ORDER BY event_time, message_id"),
-        {"p": profile_id})
+    rows = await conn.execute(_MERGES_OF, {"p": profile_id})
     return [{"survivor": str(r[0]), "merged": str(r[1]), "message_id": r[2], "rule": r[3],
              "event_time": r[4]} for r in rows]

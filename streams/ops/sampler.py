@@ -187,7 +187,8 @@ async def open_sampler(
     sampler = LagSampler(
         source.observe, interval=interval, window=window,
         history=max(settings.ops_history, window), dlq_topic=settings.topic(settings.topic_dlq),
-        figures=lambda: read_pipeline_figures(engine), clock=clock,
+        figures=lambda: read_pipeline_figures(engine, schema=settings.profiles_schema or None),
+        clock=clock,
     )
     try:
         yield sampler

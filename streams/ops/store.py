@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import text
+from sqlalchemy import Executable, Table, func, select, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from streams.db import in_schema, qualified
+from streams.identity.tables import profile_merges
 from streams.ops.models import PipelineFigure
+from streams.profiles.tables import profile_events, profiles, skipped_events
 
 log = logging.getLogger(__name__)
 
@@ -25,57 +28,74 @@ STATEMENT_TIMEOUT_MS = 2000
 @dataclass(frozen=True)
 class FigureQuery:
     """Where one pipeline figure comes from: candidate (table, query) pairs, the first
-    whose table exists being used (so a figure survives a table's renaming)."""
+    whose table exists being used (so a figure survives a table's renaming).
+
+    A table is a metadata ``Table`` (read in the configured profiles schema) or, for one
+    no metadata defines yet, a name looked up on the connection's search path.
+    """
 
     name: str
     label: str
-    sources: tuple[tuple[str, str], ...]
+    sources: tuple[tuple[Table | str, Executable], ...]
 
     @property
     def tables(self) -> str:
-        return ", ".join(table for table, _ in self.sources)
+        return ", ".join(_name(table) for table, _ in self.sources)
 
 
-# The one place naming the other domains' tables; align here when a schema changes.
-# profile_events supersedes 0001's event_log in the profiles branch (profiles_0001).
+def _name(table: Table | str) -> str:
+    return table.name if isinstance(table, Table) else table
+
+
+def _count(table: Table, *where) -> Executable:
+    return select(func.count()).select_from(table).where(*where)
+
+
+# The one place naming the other domains' tables. The profile and identity tables come
+# from their metadata; profile_events supersedes 0001's event_log (profiles_0001), and
+# scheduled_messages is a guess until the trigger stage defines its table.
 FIGURES: tuple[FigureQuery, ...] = (
     FigureQuery("events_stored", "Events stored", (
-        ("profile_events", "SELECT count(*) FROM profile_events"),
-        ("event_log", "SELECT count(*) FROM event_log"),
+        (profile_events, _count(profile_events)),
+        ("event_log", text("SELECT count(*) FROM event_log")),
     )),
-    FigureQuery("profiles", "Profiles", (("profiles", "SELECT count(*) FROM profiles"),)),
-    FigureQuery("merges", "Merges",
-                (("profile_merges", "SELECT count(*) FROM profile_merges"),)),
+    FigureQuery("profiles", "Profiles", ((profiles, _count(profiles)),)),
+    FigureQuery("merges", "Merges", ((profile_merges, _count(profile_merges)),)),
     FigureQuery("messages_scheduled", "Messages scheduled",
-                (("scheduled_messages", "SELECT count(*) FROM scheduled_messages"),)),
+                (("scheduled_messages", text("SELECT count(*) FROM scheduled_messages")),)),
     FigureQuery("messages_sent", "Messages sent", (
         ("scheduled_messages",
-         "SELECT count(*) FROM scheduled_messages WHERE sent_at IS NOT NULL"),
+         text("SELECT count(*) FROM scheduled_messages WHERE sent_at IS NOT NULL")),
     )),
     # Events carrying a forgotten person's identifier, suppressed by the profile stage.
     FigureQuery("suppressed_events", "Suppressed events", (
-        ("skipped_events", "SELECT count(*) FROM skipped_events WHERE reason = 'forgotten'"),
+        (skipped_events, _count(skipped_events, skipped_events.c.reason == "forgotten")),
     )),
 )
 
 
 async def read_pipeline_figures(
-    engine: AsyncEngine, queries: tuple[FigureQuery, ...] = FIGURES
+    engine: AsyncEngine, queries: tuple[FigureQuery, ...] = FIGURES, schema: str | None = None,
 ) -> tuple[PipelineFigure, ...]:
     """Read every figure; absent tables and failing queries give unavailable figures.
+
+    The metadata's tables are read in ``schema`` (STREAMS_PROFILES_SCHEMA; None: the
+    search path's); raises ValueError for a schema name that is not a plain word.
 
     Never raises for a database problem: an unreachable database makes every figure
     unavailable ("database unreachable"). Blocks on the database (async).
     """
+    options = in_schema(schema)
     figures: list[PipelineFigure] = []
     try:
         async with engine.connect() as conn:
+            await conn.execution_options(**options)
             await conn.execute(text(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}"))
             for q in queries:
                 source = None
                 for table, query in q.sources:
                     if await conn.scalar(text("SELECT to_regclass(:t) IS NOT NULL"),
-                                         {"t": table}):
+                                         {"t": _where(table, schema)}):
                         source = (table, query)
                         break
                 if source is None:
@@ -86,12 +106,12 @@ async def read_pipeline_figures(
                 table, query = source
                 try:
                     async with conn.begin_nested():
-                        value = await conn.scalar(text(query))
+                        value = await conn.scalar(query)
                 except DBAPIError as exc:
                     # A column renamed or a timeout: say which figure, not the whole SQL.
                     reason = type(exc.orig).__name__ if exc.orig is not None else "error"
                     figures.append(PipelineFigure(q.name, q.label, None,
-                                                  f"query on {table} failed ({reason})"))
+                                                  f"query on {_name(table)} failed ({reason})"))
                     continue
                 figures.append(PipelineFigure(q.name, q.label, int(value or 0)))
             await conn.rollback()
@@ -101,3 +121,8 @@ async def read_pipeline_figures(
         figures.extend(PipelineFigure(q.name, q.label, None, "database unreachable")
                        for q in queries if q.name not in done)
     return tuple(figures)
+
+
+def _where(table: Table | str, schema: str | None) -> str:
+    """The name ``to_regclass`` looks ``table`` up by: in ``schema`` for a metadata table."""
+    return qualified(table, schema) if isinstance(table, Table) else table

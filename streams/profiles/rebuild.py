@@ -10,9 +10,11 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy import text
 
-from streams.db import async_engine
+from streams.db import async_engine, qualified
 from streams.events.topics import TopicKinds
 from streams.identity.models import rules_from_settings
+from streams.identity.tables import forgotten_identifiers
+from streams.pipeline.policy import RetryPolicy
 from streams.profiles.models import FoldEvent
 from streams.profiles.stage import decode
 from streams.profiles.store import ProfileStore, create_schema, event_partitions
@@ -62,11 +64,11 @@ async def rebuild(settings: Settings, progress: Callable[[int, int], None] | Non
     try:
         await create_schema(engine, schema)
         async with engine.begin() as conn:
-            source = f'"{live_schema}".' if live_schema else ""
             await conn.execute(text(
-                f'INSERT INTO "{schema}".forgotten_identifiers SELECT * FROM '
-                f"{source}forgotten_identifiers"))
+                f"INSERT INTO {qualified(forgotten_identifiers, schema)} SELECT * FROM "
+                f"{qualified(forgotten_identifiers, live_schema)}"))
         rebuilt_store = ProfileStore(engine, rules_from_settings(settings), schema=schema)
+        policy = RetryPolicy(tries=settings.profile_retries)
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
                                     enable_auto_commit=False, auto_offset_reset="earliest")
         await consumer.start()
@@ -95,8 +97,8 @@ async def rebuild(settings: Settings, progress: Callable[[int, int], None] | Non
                     if await consumer.position(tp) >= ends[tp]:
                         todo.discard(tp)
                 if len(pending) >= batch or (not todo and pending):
-                    await rebuilt_store.write_batch(pending)
-                    pending = []
+                    batch_events, pending = pending, []
+                    await policy.call(lambda: rebuilt_store.write_batch(batch_events))  # noqa: B023
                 if progress:
                     progress(report.records, total)
         finally:

@@ -3,13 +3,19 @@ are unavailable (never zero), a failing query spoils no other figure."""
 
 from __future__ import annotations
 
+import uuid
+
 import psycopg
 import pytest
 from psycopg import sql
 from pydantic import SecretStr
+from sqlalchemy import insert, text
 
-from streams.db import async_engine
+from streams.db import async_engine, in_schema
+from streams.identity.tables import profile_merges
 from streams.ops.store import read_pipeline_figures
+from streams.profiles import tables
+from streams.profiles.store import create_schema, drop_schema
 from tests.helpers import unique
 
 
@@ -95,3 +101,53 @@ async def test_no_candidate_table_says_which_were_looked_for(session_settings):
     assert figures["events_stored"].unavailable == (
         "none of the tables profile_events, event_log exist")
     assert figures["profiles"].unavailable == "table profiles does not exist"
+
+
+async def test_figures_read_the_profile_tables_in_the_configured_schema(session_settings):
+    """STREAMS_PROFILES_SCHEMA holds the profile tables: the figures count there, not in
+    the search path's schema (which holds the migrated, differently filled tables)."""
+    schema = unique("ops_prof_")
+    engine = async_engine(session_settings, pool_size=1, max_overflow=0)
+    try:
+        await create_schema(engine, schema)
+        async with engine.begin() as conn:
+            await conn.execution_options(**in_schema(schema))
+            await conn.execute(insert(tables.profiles), [
+                {"profile_id": str(uuid.uuid4()), "component_id": 1, "identity": {},
+                 "provided": {}, "behaviour": {}} for _ in range(7)])
+            await conn.execute(insert(tables.profile_events), [
+                {"message_id": f"m{i}", "profile_id": str(uuid.uuid4()), "event": {}}
+                for i in range(5)])
+            await conn.execute(insert(tables.skipped_events), [
+                {"message_id": f"s{i}", "reason": reason}
+                for i, reason in enumerate(["forgotten"] * 3 + ["no_identifier"])])
+            await conn.execute(insert(profile_merges), [
+                {"component_id": 1, "survivor_id": str(uuid.uuid4()),
+                 "merged_id": str(uuid.uuid4()), "message_id": "m0", "rule": "r",
+                 "event_time": "t"}] * 2)
+        async with engine.connect() as conn:  # the same tables on the search path
+            public = {t: await conn.scalar(text(f"SELECT count(*) FROM {t}"))
+                      for t in ("profiles", "profile_events", "profile_merges")}
+        figures = {f.name: f for f in await read_pipeline_figures(engine, schema=schema)}
+        default = {f.name: f for f in await read_pipeline_figures(engine)}
+    finally:
+        await drop_schema(engine, schema)
+        await engine.dispose()
+    assert {name: figures[name].value for name in
+            ("profiles", "events_stored", "merges", "suppressed_events")} == {
+        "profiles": 7, "events_stored": 5, "merges": 2, "suppressed_events": 3}
+    assert (default["profiles"].value, default["events_stored"].value,
+            default["merges"].value) == (public["profiles"], public["profile_events"],
+                                         public["profile_merges"])
+    assert public["profiles"] != 7  # the two schemas are told apart
+    # The trigger stage's table is still looked for where it was, and is absent.
+    assert figures["messages_scheduled"].unavailable == "table scheduled_messages does not exist"
+
+
+async def test_a_schema_name_that_is_not_a_word_is_refused(session_settings):
+    engine = async_engine(session_settings, pool_size=1, max_overflow=0)
+    try:
+        with pytest.raises(ValueError, match="letters, digits and _"):
+            await read_pipeline_figures(engine, schema='x"; DROP TABLE profiles; --')
+    finally:
+        await engine.dispose()

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.db import async_engine
+from streams.pipeline.policy import RetryPolicy
 from streams.profiles.logic import decode_envelope
 from streams.profiles.models import FoldEvent
 from streams.profiles.oracle import oracle
@@ -91,8 +92,9 @@ async def test_two_concurrent_writers_equal_the_oracle(engine, seed):
         half = len(events) // 2
 
         async def writer(s, chunk):
+            # As the runner writes: a deadlock between the two is retried by the policy.
             for i in range(0, len(chunk), 5):
-                await s.write_batch(chunk[i:i + 5])
+                await RetryPolicy().call(lambda s=s, i=i: s.write_batch(chunk[i:i + 5]))
 
         await asyncio.gather(writer(store, events[:half]), writer(other, events[half:]))
         await check_equal(store, logs)
@@ -176,5 +178,13 @@ async def test_create_schema_matches_the_migration(engine):
         tables = {c[0] for c in created_cols}
         assert {c for c in migrated_cols if c[0] in tables} == created_cols
         assert {i for i in migrated_idx if i[0] in tables} == created_idx
+        # Built through schema_translate_map: new components draw their ids from the
+        # schema's own sequence, not public's.
+        async with engine.connect() as conn:
+            default = (await conn.execute(text(
+                "SELECT column_default FROM information_schema.columns WHERE table_schema = :s "
+                "AND table_name = 'components' AND column_name = 'component_id'"),
+                {"s": store.schema})).scalar_one()
+        assert default == f"nextval('{store.schema}.component_id_seq'::regclass)"
     finally:
         await drop_schema(engine, store.schema)

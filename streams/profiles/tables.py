@@ -1,0 +1,46 @@
+"""The profile stage's tables: the one definition of their layout.
+
+On the shared ``streams.db.metadata`` beside the identity graph's tables
+(``streams.identity.tables``), so that ``create_all`` builds the whole schema of a rebuild
+or a test, and Alembic compares both with the migrations.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, DateTime, Index, Table, Text, func
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+from streams.db import metadata
+from streams.identity import tables as _identity_tables  # noqa: F401  (same metadata)
+
+profiles = Table(
+    "profiles", metadata,
+    Column("profile_id", UUID(as_uuid=False), primary_key=True),
+    Column("component_id", BigInteger, nullable=False),
+    # created, identifiers, merges absorbed, notes on dropped identifiers
+    Column("identity", JSONB, nullable=False),
+    # traits, preferences, consent, timezone: {name: [value, event time, message id]}
+    Column("provided", JSONB, nullable=False),
+    # counts, seen, affinity, recent, hours, devices
+    Column("behaviour", JSONB, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("profiles_component", "component_id"),
+)
+# Accepted events, deduplicated by message id, in the profile they count in.
+profile_events = Table(
+    "profile_events", metadata,
+    Column("message_id", Text, primary_key=True),
+    Column("profile_id", UUID(as_uuid=False), nullable=False),
+    Column("event", JSONB, nullable=False),
+    Column("stored_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("profile_events_profile", "profile_id"),
+)
+# Events that were accepted but count in no profile: 'forgotten' (they carry the
+# identifier of a forgotten person) or 'no_identifier' (every identifier blocked).
+skipped_events = Table(
+    "skipped_events", metadata,
+    Column("message_id", Text, primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("skipped_events_reason", "reason"),
+)

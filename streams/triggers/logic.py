@@ -178,17 +178,18 @@ def plan_rule(person: Person, rule: AnyRule) -> list[Intent]:
     """The intents of one rule for a person (see ``plan_schedules``)."""
     events = person.events
     goals = sorted(g.key for g in goal_events(rule, events)) if _exits(rule) else []
-    kept: list[tuple[Candidate, str]] = []
+    kept: list[Candidate] = []
     for cand in _CANDIDATES[rule.kind](events, rule):
         due = cand.trigger_time + rule.delay
         goal = _first_goal_after(goals, cand.after)
         if goal is not None and goal[0] <= due:
             continue  # the person did what the message was for before it was due
-        kept.append((cand, message_id_for(rule.name, cand.scope, cand.event_ids)))
-    kept.sort(key=lambda c: (c[0].trigger_time, c[1]))
+        kept.append(cand)
+    # A total order on the candidates' own facts (ids are hashed only for those kept).
+    kept.sort(key=lambda c: (c.trigger_time, c.scope, sorted(c.event_ids)))
     intents: list[Intent] = []
     last: datetime | None = None
-    for cand, message_id in kept:
+    for cand in kept:
         # Re-eligibility: at most one message per window, windows chained from the
         # earliest candidate, so the choice depends only on the set of candidates.
         if last is not None and cand.trigger_time < last + rule.reeligible_after:
@@ -196,7 +197,8 @@ def plan_rule(person: Person, rule: AnyRule) -> list[Intent]:
         last = cand.trigger_time
         due = cand.trigger_time + rule.delay
         intents.append(Intent(
-            message_id=message_id, rule=rule.name, kind=rule.kind,
+            message_id=message_id_for(rule.name, cand.scope, cand.event_ids),
+            rule=rule.name, kind=rule.kind,
             profile_id=person.profile_id, trigger_events=tuple(sorted(cand.event_ids)),
             trigger_time=cand.trigger_time, due_at=due, expires_at=due + rule.expires_after,
             exit_after=cand.after, origin_channel=cand.origin.origin,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from hypothesis import strategies as st
 
 from streams.triggers.models import Person, TriggerEvent
 from streams.triggers.rules import RuleSet, load_rules
@@ -83,3 +86,35 @@ def only(name: str, **fields: Any) -> RuleSet:
         data["rules"][other]["enabled"] = other == name
     data["rules"][name].update(fields)
     return RuleSet.model_validate(data)
+
+
+NAMES = ("Product Viewed", "Order Completed", "Product Added", "Video Started",
+         "Video Completed", "Post Liked", "Comment Posted", "Checkout Started")
+
+
+@st.composite
+def event_logs(draw):
+    """Events of one person over a few weeks, from every source, with goal events."""
+    n = draw(st.integers(1, 30))
+    events = []
+    for i in range(n):
+        time = T0 + timedelta(minutes=draw(st.integers(0, 60 * 24 * 40)))
+        maker = draw(st.sampled_from(("view", "phone", "watch", "social", "track")))
+        category = draw(st.sampled_from((None, "running", "hiking")))
+        item = draw(st.sampled_from((None, "shoe", "tent")))
+        name = draw(st.sampled_from(NAMES))
+        mid = f"m{i}"
+        if maker == "view":
+            events.append(view(mid, time, category=category, item=item))
+        elif maker == "phone":
+            events.append(phone(mid, time, event=name, item=item, category=category))
+        elif maker == "watch":
+            events.append(watch(mid, time))
+        elif maker == "social":
+            events.append(social(mid, name, draw(st.sampled_from(("instagram", "twitter"))),
+                                 time, item=item))
+        else:
+            events.append(ev(mid, time, event=name, item=item, category=category))
+    if draw(st.booleans()) and len(events) > 1:  # two events at the same moment
+        events[1] = replace(events[1], time=events[0].time)
+    return events

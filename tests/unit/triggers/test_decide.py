@@ -5,14 +5,18 @@ forgotten person."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
+import hypothesis
 import jsonschema_rs
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from streams.triggers.logic import decide_send, in_control_group, plan_rule
+from streams.triggers.channels import allowed
+from streams.triggers.logic import decide_send, in_control_group, plan_rule, plan_schedules
 from streams.triggers.models import (
     Cancel,
     Hold,
@@ -23,11 +27,13 @@ from streams.triggers.models import (
     SentRecord,
     Suppress,
 )
+from streams.triggers.timing import Quiet, zone_of
 from tests.unit.triggers.factories import (
     RULES,
     T0,
     at,
     ev,
+    event_logs,
     person,
     phone,
     rules_with,
@@ -316,3 +322,31 @@ def test_a_rule_turned_off_cancels_its_messages():
     gone = replace(intent, rule="renamed")
     assert decide_send(gone, p, [], SENDING, intent.due_at) == \
         Cancel("disabled", "rule 'renamed' is not enabled")
+
+
+# --- invariant 5: never without consent, never in quiet hours, never to the forgotten ---
+CONSENTS = st.dictionaries(st.sampled_from(["email", "push", "watch", "web", "instagram",
+                                            "twitter"]), st.booleans())
+
+
+@settings(max_examples=80, deadline=None)
+@given(event_logs(), CONSENTS, st.sampled_from(["Europe/Berlin", "Asia/Tokyo", None]),
+       st.integers(0, 60 * 24 * 3), st.booleans())
+def test_sent_messages_respect_consent_quiet_hours_and_forgetting(events, consent, tz,
+                                                                  late_minutes, forgotten):
+    p = person(events, consent=consent, timezone=tz, forgotten=forgotten)
+    zone_name, tz_info = zone_of(p, SENDING.default_timezone)
+    for intent in plan_schedules(replace(p, forgotten=False), SENDING):
+        now = intent.due_at + timedelta(minutes=late_minutes)
+        decision = decide_send(intent, p, [], SENDING, now)
+        hypothesis.event(type(decision).__name__)
+        if forgotten:
+            assert decision == Suppress("forgotten")
+        if isinstance(decision, Send):
+            assert allowed(decision.channel, consent)
+            assert decision.channel in SENDING.rule(intent.rule).channels
+            local = now.astimezone(tz_info).time()
+            assert not Quiet(time(22), time(8)).contains(local)
+            assert now < intent.expires_at
+        if isinstance(decision, Hold):
+            assert now < decision.until < intent.expires_at

@@ -17,6 +17,7 @@ from tests.unit.triggers.factories import (
     T0,
     at,
     ev,
+    event_logs,
     only,
     person,
     phone,
@@ -181,38 +182,6 @@ def test_intent_json_round_trip():
 
 
 # --- order independence ---------------------------------------------------------------
-NAMES = ("Product Viewed", "Order Completed", "Product Added", "Video Started",
-         "Video Completed", "Post Liked", "Comment Posted", "Checkout Started")
-
-
-@st.composite
-def event_logs(draw):
-    """Events of one person over a few weeks, from every source, with goal events."""
-    n = draw(st.integers(1, 30))
-    events = []
-    for i in range(n):
-        time = T0 + timedelta(minutes=draw(st.integers(0, 60 * 24 * 40)))
-        maker = draw(st.sampled_from(("view", "phone", "watch", "social", "track")))
-        category = draw(st.sampled_from((None, "running", "hiking")))
-        item = draw(st.sampled_from((None, "shoe", "tent")))
-        name = draw(st.sampled_from(NAMES))
-        mid = f"m{i}"
-        if maker == "view":
-            events.append(view(mid, time, category=category, item=item))
-        elif maker == "phone":
-            events.append(phone(mid, time, event=name, item=item, category=category))
-        elif maker == "watch":
-            events.append(watch(mid, time))
-        elif maker == "social":
-            events.append(social(mid, name, draw(st.sampled_from(("instagram", "twitter"))),
-                                 time, item=item))
-        else:
-            events.append(ev(mid, time, event=name, item=item, category=category))
-    if draw(st.booleans()) and len(events) > 1:  # two events at the same moment
-        events[1] = replace(events[1], time=events[0].time)
-    return events
-
-
 @PROPS
 @given(event_logs(), st.randoms(use_true_random=False), st.integers(0, 5))
 def test_plan_depends_only_on_the_set_of_events(events, rng: random.Random, dups):

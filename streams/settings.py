@@ -122,6 +122,14 @@ class Settings(BaseSettings):
     # the next (see streams/profiles/folder.py); 0 folds in the worker's own event loop.
     fold_processes: int = Field(2, ge=0, le=16)
 
+    # The trigger stage: the rules file (None: the built-in one shipped with the
+    # package), whether the worker runs the stage, how often its loops look for work
+    # when idle, and how many profiles / due messages one transaction takes.
+    triggers_file: Path | None = None
+    triggers_enabled: bool = True
+    triggers_poll_seconds: float = Field(0.25, gt=0)
+    triggers_batch: int = Field(200, ge=1)
+
     @field_validator("identity_limits", mode="before")
     @classmethod
     def _identity_limits(cls, value: object) -> dict[str, str]:

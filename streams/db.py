@@ -22,7 +22,7 @@ from streams.settings import Settings
 metadata = MetaData()
 
 # The modules defining tables on ``metadata``; a new domain with tables adds its own here.
-TABLE_MODULES = ("streams.identity.tables", "streams.profiles.tables")
+TABLE_MODULES = ("streams.identity.tables", "streams.profiles.tables", "streams.triggers.tables")
 
 _PREPARER = postgresql.dialect().identifier_preparer
 

@@ -22,6 +22,7 @@ DEFAULT_DIR = Path(__file__).resolve().parents[2] / "schemas"
 # Names of the schema files per use, without ".json".
 ENVELOPE = "envelope"
 DLQ = "events.dlq"
+MESSAGE = "message"  # a value on messages.personalized (the trigger stage's output)
 TOPIC_SCHEMAS = {"click": "events.click", "view": "events.view",
                  "social": "events.social", "identify": "events.identify"}
 
@@ -32,12 +33,14 @@ class SchemaLoadError(RuntimeError):
 
 @dataclass(frozen=True)
 class SchemaSet:
-    """Compiled validators: the wire envelope, one per event topic kind, the dead letter."""
+    """Compiled validators: the wire envelope, one per event topic kind, the dead letter,
+    and a personalized message."""
 
     directory: Path
     envelope: jsonschema_rs.Validator
     topics: dict[str, jsonschema_rs.Validator]
     dlq: jsonschema_rs.Validator
+    message: jsonschema_rs.Validator
 
     def by_name(self, name: str) -> jsonschema_rs.Validator:
         """The validator for a schema file name (``envelope``, ``events.click``, ...)."""
@@ -45,6 +48,8 @@ class SchemaSet:
             return self.envelope
         if name == DLQ:
             return self.dlq
+        if name == MESSAGE:
+            return self.message
         for kind, schema_name in TOPIC_SCHEMAS.items():
             if schema_name == name:
                 return self.topics[kind]
@@ -81,7 +86,7 @@ def load_schemas(directory: Path | None = None) -> SchemaSet:
             raise SchemaLoadError(f"{path}: has no $id")
         docs[path.stem] = doc
         by_id[doc["$id"]] = doc
-    needed = [ENVELOPE, DLQ, *TOPIC_SCHEMAS.values()]
+    needed = [ENVELOPE, DLQ, MESSAGE, *TOPIC_SCHEMAS.values()]
     missing = [n for n in needed if n not in docs]
     if missing:
         files = ", ".join(m + ".json" for m in missing)
@@ -101,6 +106,7 @@ def load_schemas(directory: Path | None = None) -> SchemaSet:
         envelope=compile_one(ENVELOPE),
         topics={kind: compile_one(name) for kind, name in TOPIC_SCHEMAS.items()},
         dlq=compile_one(DLQ),
+        message=compile_one(MESSAGE),
     )
 
 

@@ -132,8 +132,12 @@ class ProfileStore:
     """
 
     def __init__(self, engine: AsyncEngine, rules: IdentityRules | None = None,
-                 clock: Callable[[], datetime] = _utcnow, schema: str | None = None):
+                 clock: Callable[[], datetime] = _utcnow, schema: str | None = None,
+                 feed: bool = False):
         self.engine = engine
+        # Whether batches and forgets note the profiles they touch in ``profile_changes``
+        # (the change feed a following stage reads); off when no stage reads it.
+        self.feed = feed
         self.rules = rules or IdentityRules()
         self.clock = clock
         self.schema = schema
@@ -145,7 +149,7 @@ class ProfileStore:
     def for_settings(cls, settings, engine: AsyncEngine) -> ProfileStore:
         """The store of ``settings``' profile schema and identity rules, on ``engine``."""
         return cls(engine, rules_from_settings(settings),
-                   schema=settings.profiles_schema or None)
+                   schema=settings.profiles_schema or None, feed=settings.triggers_enabled)
 
     async def _begin(self, conn: AsyncConnection) -> None:
         if self._set_path is not None:
@@ -255,7 +259,7 @@ class ProfileStore:
             rows = await conn.execute(_NEW_COMPONENT_IDS, {"n": new_cids_needed})
             fresh_cids = [r[0] for r in rows]
 
-        w = BatchWrites()
+        w = BatchWrites(feed=self.feed)
         replays = 0
         for plan in plans:
             if plan.replaying:
@@ -368,6 +372,8 @@ class ProfileStore:
         elif cids:
             for statement in _DROP_COMPONENTS:
                 await conn.execute(statement, {"c": cids})
+        if self.feed:
+            await conn.execute(writes.NOTE_CHANGES, {"p": [pid]})
         return {"profile_id": pid, "identifiers": len(doc["identifiers"]),
                 "events": len(events)}
 

@@ -44,3 +44,13 @@ skipped_events = Table(
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("skipped_events_reason", "reason"),
 )
+# The profile stage's change feed (an outbox): every profile a batch or a forget touched,
+# written in the same transaction, so a stage that follows profiles (the trigger stage)
+# can never miss a change. A profile merged away or forgotten is listed too; its reader
+# finds where it went (``streams.profiles.feed``). One row per profile: a later change
+# of the same profile updates ``changed_at``.
+profile_changes = Table(
+    "profile_changes", metadata,
+    Column("profile_id", UUID(as_uuid=False), primary_key=True),
+    Column("changed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)

@@ -28,6 +28,7 @@ COMPONENTS = SqlNames(components)
 PROFILES = SqlNames(tables.profiles)
 EVENTS = SqlNames(tables.profile_events)
 SKIPPED = SqlNames(tables.skipped_events)
+CHANGES = SqlNames(tables.profile_changes)
 
 _IDENTITY_KEYS = ("created", "identifiers", "merges", "notes")
 _PROVIDED_KEYS = ("traits", "preferences", "consent", "timezone")
@@ -103,6 +104,10 @@ _REPOINT_EVENTS = text(
     "unnest(CAST(:o AS text[]), CAST(:s AS text[])) AS m(o, s) "
     f"WHERE e.{E.profile_id} = CAST(m.o AS uuid)")
 _DELETE_MERGES = text(f"DELETE FROM {M} WHERE {M.component_id} = ANY(:c)")
+# Sorted ids: concurrent batches noting the same profiles lock their rows in one order.
+NOTE_CHANGES = text(
+    f"INSERT INTO {CHANGES} ({CHANGES.profile_id}) SELECT unnest(CAST(:p AS uuid[])) "
+    f"ON CONFLICT ({CHANGES.profile_id}) DO UPDATE SET {CHANGES.changed_at} = now()")
 _INSERT_MERGES = text(
     f"INSERT INTO {M} ({M.component_id}, {M.survivor_id}, {M.merged_id}, {M.message_id}, "
     f"{M.rule}, {M.event_time}) SELECT c, survivor, merged, message_id, rule, event_time "
@@ -138,6 +143,7 @@ class BatchWrites:
     merges: list[dict] = field(default_factory=list)
     redirects: dict[str, str] = field(default_factory=dict)
     live: list[str] = field(default_factory=list)
+    feed: bool = False  # note every profile touched in ``profile_changes``
 
     async def flush(self, conn: AsyncConnection) -> None:
         """Run the accumulated writes on ``conn``: a fixed number of statements per batch.
@@ -180,6 +186,10 @@ class BatchWrites:
         if self.live and (self.redirects or self.vanished or self.replayed_cids):
             # A live profile id is never a redirect (a replay may bring an id back).
             await x(_DELETE_REDIRECTS, {"p": self.live})
+        if self.feed:
+            changed = {*self.live, *self.vanished, *self.redirects}
+            if changed:
+                await x(NOTE_CHANGES, {"p": sorted(changed)})
 
 
 def _columns(rows: list[dict], *names: str) -> dict[str, list]:

@@ -11,7 +11,8 @@ from streams.db import SqlNames, check_schema_name, in_schema, qualified, schema
 def test_the_metadata_holds_every_domains_tables():
     assert set(schema_metadata().tables) == {
         "components", "identifier_to_profile", "profile_merges", "profile_id_to_survivor",
-        "forgotten_identifiers", "profiles", "profile_events", "skipped_events"}
+        "forgotten_identifiers", "profiles", "profile_events", "skipped_events",
+        "profile_changes", "scheduled_messages"}
 
 
 def test_sql_names_come_from_the_table_and_are_quoted_when_needed():

@@ -50,6 +50,8 @@ def create_app(settings: Settings) -> faust.App:
     # Each domain registers its agents; the import is here so building an app has no
     # import-time side effects.
     from streams.profiles.agents import register as register_profiles
+    from streams.triggers.agents import register as register_triggers
 
     register_profiles(app, settings)
+    register_triggers(app, settings)
     return app

@@ -24,7 +24,7 @@ from psycopg.types.json import set_json_dumps, set_json_loads
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from streams.db import check_schema_name, in_schema, metadata
+from streams.db import check_schema_name, in_schema, metadata, schema_metadata
 from streams.identity import store as identity_store
 from streams.identity.logic import usable_identifiers
 from streams.identity.models import IdentityRules, rules_from_settings
@@ -385,7 +385,7 @@ async def create_schema(engine: AsyncEngine, schema: str) -> None:
     async with engine.begin() as conn:
         await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
         await conn.execution_options(**options)
-        await conn.run_sync(metadata.create_all)
+        await conn.run_sync(schema_metadata().create_all)
 
 
 async def drop_schema(engine: AsyncEngine, schema: str) -> None:

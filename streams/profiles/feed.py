@@ -1,0 +1,78 @@
+"""The profile domain's published change feed: what a stage that follows profiles (the
+trigger stage) may read, and nothing else of the profile store.
+
+Every batch and every forget notes the profiles it touched in ``profile_changes`` in its
+own transaction. A follower claims changed ids in its transaction (the rows are deleted
+when it commits, and a concurrent change of the same profile waits for that, then notes
+it again), reads each profile with its events, and finds where a profile merged away or
+replaced by a replay went. All functions run on the caller's connection, whose search
+path the caller has set to the profiles' schema; they block on the database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from streams.db import SqlNames
+from streams.identity import store as identity_store
+from streams.profiles import tables
+
+C = SqlNames(tables.profile_changes)
+P = SqlNames(tables.profiles)
+E = SqlNames(tables.profile_events)
+
+_CLAIM = text(
+    f"DELETE FROM {C} WHERE {C.profile_id} IN (SELECT {C.profile_id} FROM {C} "
+    f"ORDER BY {C.changed_at}, {C.profile_id} LIMIT :n FOR UPDATE SKIP LOCKED) "
+    f"RETURNING {C.profile_id}")
+_PROFILES = text(
+    f"SELECT {P.profile_id}, {P.identity}, {P.provided}, {P.behaviour} FROM {P} "
+    f"WHERE {P.profile_id} = ANY(CAST(:p AS uuid[]))")
+_EVENTS = text(
+    f"SELECT {E.profile_id}, {E.event} FROM {E} WHERE {E.profile_id} = ANY(CAST(:p AS uuid[]))")
+_PENDING = text(f"SELECT count(*) FROM {C}")
+
+
+@dataclass(frozen=True)
+class ProfileSnapshot:
+    """A live profile as committed: its document (the shape of
+    ``streams.profiles.logic.new_profile``) and its events in compact form
+    (``FoldEvent.to_json``), in no particular order."""
+
+    profile_id: str
+    document: dict
+    events: tuple[dict, ...]
+
+
+async def claim_changes(conn: AsyncConnection, limit: int) -> list[str]:
+    """Up to ``limit`` changed profile ids, oldest change first, removed from the feed
+    when the caller's transaction commits (and put back if it rolls back). Ids another
+    transaction has claimed are skipped."""
+    return [str(r[0]) for r in await conn.execute(_CLAIM, {"n": limit})]
+
+
+async def pending_changes(conn: AsyncConnection) -> int:
+    """How many changed profiles wait to be claimed."""
+    return int((await conn.execute(_PENDING)).scalar_one())
+
+
+async def snapshots(conn: AsyncConnection, profile_ids: list[str]) -> dict[str, ProfileSnapshot]:
+    """The live profiles among ``profile_ids`` with their events; ids that are not live
+    (merged away, replaced, forgotten) are absent."""
+    if not profile_ids:
+        return {}
+    docs = {str(r[0]): {"id": str(r[0]), **r[1], **r[2], **r[3]}
+            for r in await conn.execute(_PROFILES, {"p": profile_ids})}
+    events: dict[str, list[dict]] = {pid: [] for pid in docs}
+    for pid, event in await conn.execute(_EVENTS, {"p": list(docs)}):
+        events[str(pid)].append(event)
+    return {pid: ProfileSnapshot(pid, doc, tuple(events[pid])) for pid, doc in docs.items()}
+
+
+async def where_is(conn: AsyncConnection, profile_id: str) -> str | None:
+    """The live profile a merged-away or replaced id now answers as; None when there is
+    none (the person was forgotten)."""
+    return await identity_store.survivor_of(conn, profile_id)

@@ -1,0 +1,169 @@
+"""The trigger stage's schedule in PostgreSQL (``scheduled_messages``). Every function
+runs on the caller's connection, inside its transaction, with the search path already
+set to the configured schema; each blocks on the database and raises SQLAlchemy's
+DBAPIError. The statements are hand-written (rows travel as one JSON document) and take
+their names from the metadata (``streams.triggers.tables``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from streams.db import SqlNames
+from streams.triggers.models import Intent, SentRecord
+from streams.triggers.tables import scheduled_messages
+
+S = SqlNames(scheduled_messages)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One schedule row, as the stage reads it."""
+
+    message_id: str
+    rule: str
+    profile_id: str
+    status: str
+    reason: str | None
+    intent: Intent
+    due_at: datetime
+    sent_at: datetime | None
+    decided_at: datetime | None
+    converted_at: datetime | None
+
+
+_COLUMNS = (f"{S.message_id}, {S.rule}, {S.profile_id}, {S.status}, {S.reason}, {S.intent}, "
+            f"{S.due_at}, {S.sent_at}, {S.decided_at}, {S.converted_at}")
+_ROWS_OF = text(f"SELECT {_COLUMNS} FROM {S} WHERE {S.profile_id} = ANY(CAST(:p AS uuid[]))")
+_UPSERT = text(
+    f"INSERT INTO {S} ({S.message_id}, {S.rule}, {S.profile_id}, {S.intent}, {S.due_at}, "
+    f"{S.expires_at}) SELECT m, r, p, i, d, e FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
+    "AS x(m text, r text, p uuid, i jsonb, d timestamptz, e timestamptz) "
+    f"ON CONFLICT ({S.message_id}) DO UPDATE SET {S.profile_id} = EXCLUDED.{S.profile_id}, "
+    f"{S.intent} = EXCLUDED.{S.intent}, {S.expires_at} = EXCLUDED.{S.expires_at} "
+    f"WHERE {S}.{S.status} = 'pending'")
+_REPOINT = text(f"UPDATE {S} SET {S.profile_id} = CAST(:n AS uuid) "
+                f"WHERE {S.profile_id} = CAST(:o AS uuid)")
+_DELETE_OF = text(f"DELETE FROM {S} WHERE {S.profile_id} = CAST(:p AS uuid)")
+_DECIDE = text(
+    f"UPDATE {S} SET {S.status} = x.s, {S.reason} = x.r, {S.decided_at} = x.at, "
+    f"{S.due_at} = coalesce(x.due, {S}.{S.due_at}), {S.sent_at} = x.sent, "
+    f"{S.channel} = coalesce(x.ch, {S}.{S.channel}), {S.message} = x.msg "
+    "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(m text, s text, r text, "
+    "at timestamptz, due timestamptz, sent timestamptz, ch text, msg jsonb) "
+    f"WHERE {S}.{S.message_id} = x.m")
+_CONVERTED = text(f"UPDATE {S} SET {S.converted_at} = CAST(:at AS timestamptz) "
+                  f"WHERE {S.message_id} = ANY(:m)")
+_DUE = text(
+    f"SELECT {_COLUMNS} FROM {S} WHERE {S.status} = 'pending' AND {S.due_at} <= :now "
+    f"ORDER BY {S.due_at}, {S.message_id} LIMIT :n FOR UPDATE SKIP LOCKED")
+_HISTORY = text(
+    f"SELECT {S.profile_id}, {S.sent_at}, {S.channel}, {S.rule}, {S.message_id} FROM {S} "
+    f"WHERE {S.profile_id} = ANY(CAST(:p AS uuid[])) AND {S.status} = 'sent' "
+    f"AND {S.sent_at} > :since")
+_LOCK_PEOPLE = text("SELECT pg_advisory_xact_lock(hashtextextended('trigger:' || p, 0)) "
+                    "FROM unnest(CAST(:p AS text[])) AS p ORDER BY p")
+_STATS = text(
+    f"SELECT {S.rule}, {S.status}, {S.reason}, {S.converted_at} IS NOT NULL, count(*) "
+    f"FROM {S} GROUP BY 1, 2, 3, 4")
+_NEXT_DUE = text(f"SELECT min({S.due_at}) FROM {S} WHERE {S.status} = 'pending'")
+
+
+def _row(r: Sequence[Any]) -> Row:
+    return Row(message_id=r[0], rule=r[1], profile_id=str(r[2]), status=r[3], reason=r[4],
+               intent=Intent.from_json(r[5]), due_at=r[6], sent_at=r[7], decided_at=r[8],
+               converted_at=r[9])
+
+
+def _dumps(rows: list[dict]) -> dict[str, str]:
+    return {"rows": orjson.dumps(rows).decode()}
+
+
+async def rows_of(conn: AsyncConnection, profile_ids: Iterable[str]) -> list[Row]:
+    """Every schedule row of these profiles."""
+    ids = sorted(set(profile_ids))
+    return [_row(r) for r in await conn.execute(_ROWS_OF, {"p": ids})] if ids else []
+
+
+async def upsert_intents(conn: AsyncConnection, intents: Sequence[Intent]) -> None:
+    """Store planned intents: new ones as pending; a pending one already stored follows
+    its profile (merges, renames) and takes the new plan's facts (its due time, which a
+    hold may have moved, stays). A decided one is left as it is."""
+    if intents:
+        await conn.execute(_UPSERT, _dumps([
+            {"m": i.message_id, "r": i.rule, "p": i.profile_id, "i": i.to_json(),
+             "d": i.due_at.isoformat(), "e": i.expires_at.isoformat()} for i in intents]))
+
+
+async def repoint(conn: AsyncConnection, old: str, new: str) -> None:
+    """Every row of profile ``old`` (merged away, or renamed by a replay) moves to ``new``."""
+    await conn.execute(_REPOINT, {"o": old, "n": new})
+
+
+async def delete_of(conn: AsyncConnection, profile_id: str) -> None:
+    """Forget a person's messages: every row, sent ones included."""
+    await conn.execute(_DELETE_OF, {"p": profile_id})
+
+
+async def decide(conn: AsyncConnection, decisions: Sequence[dict]) -> None:
+    """Record decisions: dicts with ``m`` (message id), ``s`` (status), ``r`` (reason),
+    ``at`` (decided at), and optionally ``due`` (the next look, for a hold), ``sent``,
+    ``ch`` (channel) and ``msg`` (the message document)."""
+    if decisions:
+        await conn.execute(_DECIDE, _dumps([
+            {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in d.items()}
+            for d in decisions]))
+
+
+async def mark_converted(conn: AsyncConnection, message_ids: Sequence[str],
+                         at: datetime) -> None:
+    """Count these sent or held-out messages as converted at ``at``."""
+    if message_ids:
+        await conn.execute(_CONVERTED, {"m": list(message_ids), "at": at})
+
+
+async def claim_due(conn: AsyncConnection, now: datetime, limit: int) -> list[Row]:
+    """Up to ``limit`` pending rows due at ``now``, locked for this transaction (rows
+    another transaction holds are skipped: several workers share the loop)."""
+    return [_row(r) for r in await conn.execute(_DUE, {"now": now, "n": limit})]
+
+
+async def lock_people(conn: AsyncConnection, profile_ids: Iterable[str]) -> None:
+    """Serialize decisions about the same people across workers (frequency caps count
+    what the other decided), in one order so that two workers never deadlock."""
+    ids = sorted(set(profile_ids))
+    if ids:
+        await conn.execute(_LOCK_PEOPLE, {"p": ids})
+
+
+async def history(conn: AsyncConnection, profile_ids: Iterable[str],
+                  since: datetime) -> dict[str, list[SentRecord]]:
+    """Messages sent to these people since ``since``, by profile."""
+    ids = sorted(set(profile_ids))
+    out: dict[str, list[SentRecord]] = {pid: [] for pid in ids}
+    if ids:
+        for pid, sent_at, channel, rule, mid in await conn.execute(
+                _HISTORY, {"p": ids, "since": since}):
+            out[str(pid)].append(SentRecord(sent_at, channel, rule, mid))
+    return out
+
+
+async def stats_rows(conn: AsyncConnection) -> list[dict]:
+    """Counts by (rule, status, reason, converted): what ``logic.tally`` takes,
+    expanded per row of the count."""
+    rows = []
+    for rule, status, reason, converted, n in await conn.execute(_STATS):
+        rows.extend([{"rule": rule, "status": status, "reason": reason,
+                      "converted": converted}] * int(n))
+    return rows
+
+
+async def next_due(conn: AsyncConnection) -> datetime | None:
+    """When the earliest pending message falls due (None: nothing pending)."""
+    return (await conn.execute(_NEXT_DUE)).scalar_one()

@@ -1,0 +1,114 @@
+"""The trigger stage on the real PostgreSQL and Kafka, with a clock the test moves: the
+feed written by the profile store is planned, due messages are emitted once, merges and
+forgetting are followed."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.events.schemas import default_schemas
+from streams.triggers import store
+from tests.helpers import unique
+from tests.profiles_helpers import drop_profiles_schema, with_profiles_schema
+
+from .support import Clock, Rig, at, rules
+
+WELCOME = """
+quiet_hours = { start = "22:00", end = "08:00" }
+[rules.welcome]
+kind = "welcome"
+template = "welcome-v1"
+delay = "5s"
+expires_after = "1d"
+prefer_origin = true
+control_share = 0.0
+"""
+
+
+@pytest.fixture
+async def settings(make_settings):
+    s = await with_profiles_schema(make_settings(topic_prefix=unique("tr") + "."))
+    yield s
+    await drop_profiles_schema(s)
+
+
+def page(mid: str, anon: str, t: float, **extra) -> dict:
+    return {"type": "page", "messageId": mid, "anonymousId": anon, "name": "Home",
+            "timestamp": at(t), "source": "web", **extra}
+
+
+async def rows(rig) -> list:
+    async with rig.engine.begin() as conn:
+        await rig.stage._begin(conn)
+        return sorted(await store.rows_of(conn, await _all_profiles(conn)),
+                      key=lambda r: r.message_id)
+
+
+async def _all_profiles(conn):
+    from sqlalchemy import text
+
+    return [str(r[0]) for r in await conn.execute(
+        text("SELECT DISTINCT profile_id FROM scheduled_messages"))]
+
+
+async def test_a_newcomer_gets_one_welcome_when_due_and_never_twice(settings):
+    clock = Clock()
+    async with Rig(settings, rules(WELCOME), clock) as rig:
+        await rig.fold(page("m1", "anon-1", 0))
+        await rig.settle()
+        assert await rig.messages() == []  # scheduled, not yet due
+        (row,) = await rows(rig)
+        assert row.status == "pending" and row.rule == "welcome"
+        clock.advance(seconds=6)
+        await rig.settle()
+        (message,) = await rig.messages()
+        assert default_schemas().message.is_valid(message)
+        assert message["rule"] == "welcome" and message["channel"] == "web"
+        assert message["destination"]["value"] == "anon-1"
+        assert message["messageId"] == row.message_id
+        # Another event of the same person, later: no second welcome.
+        await rig.fold(page("m2", "anon-1", 30))
+        clock.advance(minutes=5)
+        await rig.settle()
+        assert len(await rig.messages()) == 1
+        (row,) = await rows(rig)
+        assert row.status == "sent" and row.sent_at == clock.now - __import__(
+            "datetime").timedelta(minutes=5)
+
+
+async def test_a_newcomer_merged_into_a_known_person_before_sending_gets_no_welcome(settings):
+    clock = Clock()
+    async with Rig(settings, rules(WELCOME), clock) as rig:
+        await rig.fold({"type": "identify", "messageId": "k1", "userId": "u-1",
+                        "anonymousId": "anon-old", "timestamp": at(-3600), "source": "web",
+                        "traits": {"email": "ada@example.test"}})
+        clock.now = clock.now  # the known person's welcome is long expired below
+        await rig.fold(page("n1", "anon-new", 0))
+        await rig.settle()
+        before = {r.message_id: r for r in await rows(rig)}
+        newcomer = [r for r in before.values() if "n1" in r.intent.trigger_events]
+        assert newcomer and newcomer[0].status == "pending"
+        # Before it is due, the newcomer logs in: the same user.
+        await rig.fold({"type": "identify", "messageId": "n2", "userId": "u-1",
+                        "anonymousId": "anon-new", "timestamp": at(2), "source": "web"})
+        clock.advance(seconds=10)
+        await rig.settle()
+        after = {r.message_id: r for r in await rows(rig)}
+        assert after[newcomer[0].message_id].status == "cancelled"
+        assert after[newcomer[0].message_id].reason == "superseded"
+        sent = await rig.messages()
+        assert [m["messageId"] for m in sent] != [newcomer[0].message_id]
+        assert newcomer[0].message_id not in {m["messageId"] for m in sent}
+
+
+async def test_forgetting_a_person_deletes_their_messages(settings):
+    clock = Clock()
+    async with Rig(settings, rules(WELCOME), clock) as rig:
+        await rig.fold(page("f1", "anon-f", 0))
+        await rig.settle()
+        (row,) = await rows(rig)
+        assert await rig.profiles.forget(row.profile_id)
+        clock.advance(seconds=10)
+        await rig.settle()
+        assert await rows(rig) == []
+        assert await rig.messages() == []

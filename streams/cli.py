@@ -206,10 +206,32 @@ UP_PARTS: list[tuple[str, list[str]]] = [
     ("server", ["serve"]),
 ]
 DEMO_DURATION = 86_400.0  # the longest `streams demo` runs; `up` restarts nothing after it
+STOP_GRACE = 30.0  # seconds the parts get to stop on SIGTERM before they are killed
 
 
 def _interrupt(_signum, _frame) -> None:
     raise KeyboardInterrupt
+
+
+def _stop_parts(children: list[tuple[str, subprocess.Popen]]) -> None:
+    """SIGTERM every running part and wait for all (STOP_GRACE in all); then, or at a
+    second Ctrl-C, kill what is left. Blocks until every part has exited."""
+    for _, proc in children:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE
+    try:
+        for _, proc in children:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        # Out of time, or asked again: stop waiting, without a third interruption's traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for _, proc in children:
+            if proc.poll() is None:
+                proc.kill()
+        for _, proc in children:
+            proc.wait()
 
 
 def _wait_http(url: str, timeout: float) -> bool:
@@ -239,38 +261,49 @@ def up(fresh: bool, only_infra: bool, demo_rate: float, demo_people: int) -> Non
     Runs in the foreground; Ctrl-C (or SIGTERM) stops the worker, server and demo and
     leaves Kafka and PostgreSQL running (`streams infra down` stops them).
     """
-    from streams import db as dbmod
-    from streams.infra import InfraError, infra_up
-    from streams.topics import ensure_topics
-
-    settings = settings_or_exit()
+    # SIGTERM, and SIGHUP (the terminal closed), stop us the way Ctrl-C does, so that the
+    # parts (in process groups of their own, see start()) are always stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     t0 = time.monotonic()
     try:
-        with console.status("infra: Kafka and PostgreSQL..."):
-            states = infra_up(settings, fresh=fresh)
-    except InfraError as exc:
-        fail(str(exc))
-    _print_states(states, "infra")
-    with console.status("database migrations..."):
-        dbmod.upgrade(settings)
-    console.print(f"schema at revision {', '.join(dbmod.current_revisions(settings))}")
-    created = asyncio.run(ensure_topics(settings))
-    console.print(f"topics ready ({len(settings.all_topics)}; created {len(created)})")
+        from streams import db as dbmod
+        from streams.infra import InfraError, infra_up
+        from streams.topics import ensure_topics
+
+        settings = settings_or_exit()
+        try:
+            with console.status("infra: Kafka and PostgreSQL..."):
+                states = infra_up(settings, fresh=fresh)
+        except InfraError as exc:
+            fail(str(exc))
+        _print_states(states, "infra")
+        with console.status("database migrations..."):
+            dbmod.upgrade(settings)
+        console.print(f"schema at revision {', '.join(dbmod.current_revisions(settings))}")
+        created = asyncio.run(ensure_topics(settings))
+        console.print(f"topics ready ({len(settings.all_topics)}; created {len(created)})")
+    except KeyboardInterrupt:
+        # Not click's "Aborted!" nor a traceback: being stopped is not an error.
+        console.print("stopped before everything was up")
+        sys.exit(130)
     _print_exports(settings)
     if only_infra:
         console.print(f"up in {time.monotonic() - t0:.1f}s")
         return
 
-    # SIGTERM stops us the way Ctrl-C does, so the children are always stopped.
-    signal.signal(signal.SIGTERM, _interrupt)
     children: list[tuple[str, subprocess.Popen]] = []
     logs = settings.data_dir.resolve() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
 
     def start(name: str, argv: list[str]) -> None:
+        # A process group of its own: the terminal's Ctrl-C reaches only `up`, which stops
+        # the parts in order with SIGTERM (a part hit by both would exit on its own first
+        # and be reported as having failed).
         with open(logs / f"{name}.log", "ab") as out:
             proc = subprocess.Popen([sys.executable, "-m", "streams", *argv], stdout=out,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    process_group=0)
         children.append((name, proc))
 
     code = 0
@@ -302,20 +335,13 @@ def up(fresh: bool, only_infra: bool, demo_rate: float, demo_people: int) -> Non
                         f"{name} exited with code {proc.returncode}; see {logs / (name + '.log')}")
             time.sleep(0.5)
     except KeyboardInterrupt:
-        pass
+        if children:
+            console.print("stopping " + ", ".join(name for name, _ in children) + "...")
     except click.ClickException as exc:
         err_console.print(f"[red]error:[/red] {exc.message}")
         code = 1
     finally:
-        for _, proc in children:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for _, proc in children:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop_parts(children)
     sys.exit(code)
 
 

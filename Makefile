@@ -1,11 +1,13 @@
 # Two commands for a fresh machine: `make up` (the whole system) and `make test`.
-# Both create .venv and install the package with the pinned versions in constraints.txt.
+# Both create .venv and install the package with the pinned versions in constraints.txt;
+# `make test` first installs what the suite needs from the system (scripts/deps: as root
+# it installs what is missing; otherwise it names the one command to run, `sudo make deps`).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up test down status bench lock clean
+.PHONY: deps install up test down status bench lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +17,14 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# System packages only (no .venv): safe to run as root with sudo.
+deps:
+	@PYTHON=$(PYTHON) scripts/deps
+
 up: install
 	$(BIN)/streams up
 
-test: install
+test: deps install
 	$(BIN)/ruff check streams tests
 	$(BIN)/python -m pytest
 

@@ -9,31 +9,10 @@ import sys
 import time
 
 import click
-from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
-from streams.settings import Settings, configure_logging, load_settings
-
-# Piped output (CI logs, `| less`) gets wide lines instead of rich's 80-column default.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ValidationError as exc:
-        # pydantic names the field; the value is left out because it may be a secret.
-        for error in exc.errors():
-            field = "STREAMS_" + "_".join(str(p) for p in error["loc"]).upper()
-            err_console.print(f"[red]error:[/red] {field}: {error['msg']}")
-        sys.exit(2)
-
-
-def _fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[red]error:[/red] {message}")
-    sys.exit(code)
+from streams.cli_support import console, err_console, fail, settings_or_exit
+from streams.settings import Settings, configure_logging
 
 
 @click.group()
@@ -71,13 +50,13 @@ def infra_up_cmd(fresh: bool) -> None:
     """Start Kafka and PostgreSQL (or find them running) and wait until both answer."""
     from streams.infra import InfraError, infra_up
 
-    settings = _settings()
+    settings = settings_or_exit()
     started = time.monotonic()
     try:
         with console.status("bringing up Kafka and PostgreSQL..."):
             states = infra_up(settings, fresh=fresh)
     except InfraError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _print_states(states, f"infra up in {time.monotonic() - started:.1f}s")
     _print_exports(settings)
 
@@ -88,9 +67,9 @@ def infra_down_cmd() -> None:
     from streams.infra import InfraError, infra_down
 
     try:
-        _print_states(infra_down(_settings()), "infra down")
+        _print_states(infra_down(settings_or_exit()), "infra down")
     except InfraError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @infra.command("status")
@@ -98,7 +77,7 @@ def infra_status_cmd() -> None:
     """What runs, where, and which version."""
     from streams.infra import infra_status
 
-    states = infra_status(_settings())
+    states = infra_status(settings_or_exit())
     _print_states(states, "infra status")
     if any(s.state not in ("running", "external") for s in states):
         sys.exit(3)
@@ -118,13 +97,13 @@ def db_upgrade(revision: str) -> None:
 
     from streams import db as dbmod
 
-    settings = _settings()
+    settings = settings_or_exit()
     try:
         dbmod.upgrade(settings, revision)
         console.print(f"database {settings.redacted_database_url()} at revision "
                       f"{', '.join(dbmod.current_revisions(settings))}")
     except OperationalError as exc:
-        _fail(f"cannot reach {settings.redacted_database_url()}: "
+        fail(f"cannot reach {settings.redacted_database_url()}: "
               f"{str(exc.orig).strip().splitlines()[0] if exc.orig else exc}")
 
 
@@ -135,19 +114,33 @@ def worker() -> None:
 
     Any number of workers may run; they share the topics' partitions. Each folds its
     batches in STREAMS_FOLD_PROCESSES processes of its own (default 2; 0 = in the
-    worker's loop), which stop with it.
+    worker's loop), which stop with it. With STREAMS_WORKER_METRICS_PORT set it serves
+    its own /metrics on STREAMS_HTTP_HOST at that port.
     """
     from faust import Worker
 
     from streams.app import create_app, tune_gc
+    from streams.metrics import serve_worker_metrics
+    from streams.ops.views import OpsConfigError
     from streams.topics import ensure_topics
 
-    settings = _settings()
+    settings = settings_or_exit()
     configure_logging(settings)
+    try:
+        # Before Kafka: a port already taken is a configuration error, found at once.
+        metrics_server = serve_worker_metrics(settings)
+    except OpsConfigError as exc:
+        fail(str(exc), code=2)
+    except OSError as exc:
+        fail(f"cannot serve worker metrics on {settings.http_host}:"
+             f"{settings.worker_metrics_port}: {exc.strerror or exc}", code=2)
+    if metrics_server is not None:
+        console.print(f"worker metrics on http://{settings.http_host}:{metrics_server.port}"
+                      "/metrics")
     try:
         created = asyncio.run(ensure_topics(settings))
     except Exception as exc:  # noqa: BLE001 - one clear line for any connection failure
-        _fail(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}")
+        fail(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}")
     if created:
         console.print(f"created topics: {', '.join(created)}")
     app = create_app(settings)
@@ -164,7 +157,7 @@ def serve() -> None:
 
     from streams.server import create_web_app
 
-    settings = _settings()
+    settings = settings_or_exit()
     configure_logging(settings)
     # --- ops: an unsafe binding (non-loopback without STREAMS_OPS_TOKEN) is refused ---
     from streams.ops.views import OpsConfigError
@@ -172,7 +165,7 @@ def serve() -> None:
     try:
         web_app = create_web_app(settings)
     except OpsConfigError as exc:
-        _fail(str(exc), code=2)
+        fail(str(exc), code=2)
     # --- end ops ---
     console.print(f"serving on http://{settings.http_host}:{settings.http_port}")
     web.run_app(web_app, host=settings.http_host, port=settings.http_port,
@@ -189,7 +182,7 @@ def bench(ctx: click.Context) -> None:
     """
     if ctx.invoked_subcommand is None:
         if not bench.commands:
-            _fail("no benchmarks are registered")
+            fail("no benchmarks are registered")
         for name, command in sorted(bench.commands.items()):
             console.rule(f"bench {name}")
             ctx.invoke(command)
@@ -213,10 +206,32 @@ UP_PARTS: list[tuple[str, list[str]]] = [
     ("server", ["serve"]),
 ]
 DEMO_DURATION = 86_400.0  # the longest `streams demo` runs; `up` restarts nothing after it
+STOP_GRACE = 30.0  # seconds the parts get to stop on SIGTERM before they are killed
 
 
 def _interrupt(_signum, _frame) -> None:
     raise KeyboardInterrupt
+
+
+def _stop_parts(children: list[tuple[str, subprocess.Popen]]) -> None:
+    """SIGTERM every running part and wait for all (STOP_GRACE in all); then, or at a
+    second Ctrl-C, kill what is left. Blocks until every part has exited."""
+    for _, proc in children:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE
+    try:
+        for _, proc in children:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        # Out of time, or asked again: stop waiting, without a third interruption's traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for _, proc in children:
+            if proc.poll() is None:
+                proc.kill()
+        for _, proc in children:
+            proc.wait()
 
 
 def _wait_http(url: str, timeout: float) -> bool:
@@ -246,38 +261,49 @@ def up(fresh: bool, only_infra: bool, demo_rate: float, demo_people: int) -> Non
     Runs in the foreground; Ctrl-C (or SIGTERM) stops the worker, server and demo and
     leaves Kafka and PostgreSQL running (`streams infra down` stops them).
     """
-    from streams import db as dbmod
-    from streams.infra import InfraError, infra_up
-    from streams.topics import ensure_topics
-
-    settings = _settings()
+    # SIGTERM, and SIGHUP (the terminal closed), stop us the way Ctrl-C does, so that the
+    # parts (in process groups of their own, see start()) are always stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     t0 = time.monotonic()
     try:
-        with console.status("infra: Kafka and PostgreSQL..."):
-            states = infra_up(settings, fresh=fresh)
-    except InfraError as exc:
-        _fail(str(exc))
-    _print_states(states, "infra")
-    with console.status("database migrations..."):
-        dbmod.upgrade(settings)
-    console.print(f"schema at revision {', '.join(dbmod.current_revisions(settings))}")
-    created = asyncio.run(ensure_topics(settings))
-    console.print(f"topics ready ({len(settings.all_topics)}; created {len(created)})")
+        from streams import db as dbmod
+        from streams.infra import InfraError, infra_up
+        from streams.topics import ensure_topics
+
+        settings = settings_or_exit()
+        try:
+            with console.status("infra: Kafka and PostgreSQL..."):
+                states = infra_up(settings, fresh=fresh)
+        except InfraError as exc:
+            fail(str(exc))
+        _print_states(states, "infra")
+        with console.status("database migrations..."):
+            dbmod.upgrade(settings)
+        console.print(f"schema at revision {', '.join(dbmod.current_revisions(settings))}")
+        created = asyncio.run(ensure_topics(settings))
+        console.print(f"topics ready ({len(settings.all_topics)}; created {len(created)})")
+    except KeyboardInterrupt:
+        # Not click's "Aborted!" nor a traceback: being stopped is not an error.
+        console.print("stopped before everything was up")
+        sys.exit(130)
     _print_exports(settings)
     if only_infra:
         console.print(f"up in {time.monotonic() - t0:.1f}s")
         return
 
-    # SIGTERM stops us the way Ctrl-C does, so the children are always stopped.
-    signal.signal(signal.SIGTERM, _interrupt)
     children: list[tuple[str, subprocess.Popen]] = []
     logs = settings.data_dir.resolve() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
 
     def start(name: str, argv: list[str]) -> None:
+        # A process group of its own: the terminal's Ctrl-C reaches only `up`, which stops
+        # the parts in order with SIGTERM (a part hit by both would exit on its own first
+        # and be reported as having failed).
         with open(logs / f"{name}.log", "ab") as out:
             proc = subprocess.Popen([sys.executable, "-m", "streams", *argv], stdout=out,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    process_group=0)
         children.append((name, proc))
 
     code = 0
@@ -309,20 +335,13 @@ def up(fresh: bool, only_infra: bool, demo_rate: float, demo_people: int) -> Non
                         f"{name} exited with code {proc.returncode}; see {logs / (name + '.log')}")
             time.sleep(0.5)
     except KeyboardInterrupt:
-        pass
+        if children:
+            console.print("stopping " + ", ".join(name for name, _ in children) + "...")
     except click.ClickException as exc:
         err_console.print(f"[red]error:[/red] {exc.message}")
         code = 1
     finally:
-        for _, proc in children:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for _, proc in children:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop_parts(children)
     sys.exit(code)
 
 

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     # commit: 0.5 s gave > 1 s; 0.2 s 0.85 s; 0.1 s 0.70 s).
     batch_seconds: float = Field(0.1, gt=0)
     commit_interval: float = Field(1.0, gt=0)
+    # Each worker serves its own /metrics (batch sizes, write and ack latency, dead letters,
+    # retries) on STREAMS_HTTP_HOST at this port; 0 = off. Workers on one machine need
+    # ports of their own.
+    worker_metrics_port: int = Field(0, ge=0, le=65535)
     log_level: str = "info"
 
     # --- ingest: collector and dead letters (streams/ingest) --------------------------

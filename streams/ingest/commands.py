@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
-import sys
 import time
 import uuid
 from collections import Counter, deque
@@ -13,27 +12,13 @@ from pathlib import Path
 
 import click
 import orjson
-from rich.console import Console, Group
+from rich.console import Group
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from streams.cli_support import console, fail, settings_or_exit
 from streams.settings import Settings
-
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-
-
-def _settings() -> Settings:
-    from streams.cli import _settings as load
-
-    return load()
-
-
-def _fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[red]error:[/red] {message}")
-    sys.exit(code)
-
 
 # --- dlq ----------------------------------------------------------------------------------
 
@@ -81,11 +66,11 @@ def _letter_json(letter) -> dict:
                    "`dlq replay --fixed`).")
 def dlq_list(limit: int, origin: str | None, topic: str | None, as_json: bool) -> None:
     """Show dead letters: where each came from and why it failed."""
-    settings = _settings()
+    settings = settings_or_exit()
     try:
         letters = asyncio.run(_read_dead_letters(settings, origin, topic))
     except Exception as exc:  # noqa: BLE001 - one clear line for a connection failure
-        _fail(f"cannot read {settings.topic(settings.topic_dlq)} from Kafka at "
+        fail(f"cannot read {settings.topic(settings.topic_dlq)} from Kafka at "
               f"{settings.kafka_bootstrap}: {exc}")
     # Most recent last: by when they were dead-lettered (partitions interleave).
     letters.sort(key=lambda lt: (lt.dead_lettered_at or "", lt.partition, lt.offset))
@@ -177,7 +162,7 @@ def dlq_replay(fixed_path: Path | None, origin: str | None, topic: str | None,
     """
     from streams.ingest.replay import Replay
 
-    settings = _settings()
+    settings = settings_or_exit()
     fixed = _load_fixed(fixed_path) if fixed_path else None
     try:
         letters = asyncio.run(_read_dead_letters(settings, origin, topic))
@@ -185,13 +170,13 @@ def dlq_replay(fixed_path: Path | None, origin: str | None, topic: str | None,
             letters = [lt for lt in letters if (lt.partition, lt.offset) in fixed]
             missing = set(fixed) - {(lt.partition, lt.offset) for lt in letters}
             if missing:
-                _fail("no dead letter at partition/offset " + ", ".join(
+                fail("no dead letter at partition/offset " + ", ".join(
                     f"{p}/{o}" for p, o in sorted(missing)))
         plans = asyncio.run(_replay(settings, letters, fixed, dry_run))
     except click.exceptions.Exit:
         raise
     except Exception as exc:  # noqa: BLE001
-        _fail(f"replay failed against Kafka at {settings.kafka_bootstrap}: {exc}")
+        fail(f"replay failed against Kafka at {settings.kafka_bootstrap}: {exc}")
     table = Table(title=("would replay" if dry_run else "replay") + f": {len(plans)} dead letters",
                   title_justify="left")
     for col in ("dlq p/offset", "outcome", "to / why not"):
@@ -360,7 +345,7 @@ def demo(people_count: int, rate: float, duration: float, url: str | None, bad_s
     """Realistic simulated traffic through the collector: anonymous web browsing, sign-ins,
     the phone app and the watch, likes and shares on social channels, preferences and
     consent. Needs `streams serve` running."""
-    settings = _settings()
+    settings = settings_or_exit()
     url = (url or f"http://{settings.http_host}:{settings.http_port}").rstrip("/")
     stats = DemoStats()
     progress = Progress(TextColumn("[bold]demo"), BarColumn(),
@@ -385,8 +370,8 @@ def demo(people_count: int, rate: float, duration: float, url: str | None, bad_s
             live.update(render())
     except RuntimeError as exc:
         console.print()
-        _fail(str(exc))
+        fail(str(exc))
     except KeyboardInterrupt:
         console.print("stopped")
     if stats.sent and stats.accepted == 0 and stats.failed_requests:
-        _fail(f"no event was accepted by {url}: {stats.last_error} (is `streams serve` running?)")
+        fail(f"no event was accepted by {url}: {stats.last_error} (is `streams serve` running?)")

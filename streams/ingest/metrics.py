@@ -11,19 +11,16 @@ from prometheus_client import Counter
 EVENTS_ACCEPTED = "ingest.collector.events_accepted"
 EVENTS_REJECTED = "ingest.collector.events_rejected"
 REQUESTS_REFUSED = "ingest.collector.requests_refused"
-PROCESSING_DEAD_LETTERED = "ingest.processing.dead_lettered"
 
 _DESCRIPTIONS = {
     EVENTS_ACCEPTED: "Events the collector wrote to an event topic, by kind and source.",
     EVENTS_REJECTED: "Events of a batch the collector dead-lettered, by source.",
     REQUESTS_REFUSED: "Requests refused whole (401, 400, 413, 429, 503), by status.",
-    PROCESSING_DEAD_LETTERED: "Records the processing side dead-lettered, by topic.",
 }
 _LABELS = {
     EVENTS_ACCEPTED: ("kind", "source"),
     EVENTS_REJECTED: ("source",),
     REQUESTS_REFUSED: ("status",),
-    PROCESSING_DEAD_LETTERED: ("topic",),
 }
 
 COUNTERS: dict[str, Counter] = {

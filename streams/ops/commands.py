@@ -14,6 +14,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from streams.cli_support import console, err_console, fail, settings_or_exit
+
 COLUMNS = ("GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG",
            "LAG-SECONDS", "STATUS", "CONSUMER-ID", "HOST", "CLIENT-ID")
 _COLOURS = {"OK": "green", "WARNING": "yellow", "REWIND": "magenta", "STALL": "dark_orange",
@@ -137,21 +139,18 @@ def lag(groups: tuple[str, ...], seconds: float, interval: float, url: str | Non
     Watches the cluster for --seconds (sampling every --interval) so that the status can
     be judged; STOP needs the group to stay still for that whole window.
     """
-    from streams.cli import _fail, _settings, console
-
-    settings = _settings()
+    settings = settings_or_exit()
     if seconds < 2 * interval:
-        _fail(f"--seconds ({seconds}) must be at least twice --interval ({interval})", code=2)
+        fail(f"--seconds ({seconds}) must be at least twice --interval ({interval})", code=2)
     try:
         if url:
             token = settings.ops_token.get_secret_value() if settings.ops_token else None
             doc = asyncio.run(fetch_report(url, token))
         else:
-            err = Console(stderr=True)
-            with err.status(f"watching consumer groups for {seconds:g}s..."):
+            with err_console.status(f"watching consumer groups for {seconds:g}s..."):
                 doc = asyncio.run(sample_report(settings, groups, seconds, interval))
     except RuntimeError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:

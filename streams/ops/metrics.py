@@ -27,7 +27,8 @@ METRICS = {
     "group_consume_rate": "streams.ops.group.consume.rate",
     "topic_produce_rate": "streams.ops.topic.produce.rate",
     "dlq_rate": "streams.ops.dlq.rate",
-    "pipeline_count": "streams.ops.pipeline.count",
+    # Not ".count": Prometheus reserves the _count suffix for histograms and summaries.
+    "pipeline_figure": "streams.ops.pipeline.figure",
     "pipeline_available": "streams.ops.pipeline.available",
     "last_sample": "streams.ops.last.sample.timestamp.seconds",
     "sample_ok": "streams.ops.sample.ok",
@@ -96,7 +97,7 @@ class LagCollector(Collector):
                                 labels=["topic"])
         if report.dlq_rate is not None:
             dlq.add_metric([report.dlq_topic], report.dlq_rate)
-        count = GaugeMetricFamily(n("pipeline_count"), "Pipeline figures from PostgreSQL",
+        count = GaugeMetricFamily(n("pipeline_figure"), "Pipeline figures from PostgreSQL",
                                   labels=["figure"])
         available = GaugeMetricFamily(n("pipeline_available"),
                                       "1 when the pipeline figure could be read", labels=["figure"])

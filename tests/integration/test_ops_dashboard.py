@@ -10,7 +10,7 @@ import sys
 
 import orjson
 import pytest
-from aiohttp import web
+from aiohttp import ClientSession, web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from playwright.async_api import async_playwright
 from pydantic import SecretStr
@@ -20,6 +20,7 @@ from streams.server import create_web_app
 from streams.topics import ensure_topics
 from tests.helpers import REPO, child_env, eventually, unique
 from tests.integration.ops_support import PARTITIONS, Traffic
+from tests.promtool import promtool_findings
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -96,6 +97,13 @@ async def test_dashboard_shows_lagging_group_and_renders_charts(make_settings):
             stopped = next(g for g in sampler.report.groups if g.group == lagging)
             assert all(p.lag_seconds is not None and p.lag_seconds > 0
                        for p in stopped.partitions), stopped.partitions
+
+            # The server's /metrics over this real report passes Prometheus's own lint.
+            async with ClientSession() as http, http.get(
+                    f"{base}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+                exposition = await resp.read()
+            assert promtool_findings(exposition) == ""
+            assert f'streams_ops_group_lag{{group="{lagging}"}}'.encode() in exposition
 
             async with async_playwright() as pw:
                 browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

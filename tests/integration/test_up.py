@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -31,6 +32,7 @@ def test_up_runs_worker_server_and_demo_traffic_then_stops_them(make_settings, t
         [sys.executable, "-m", "streams", "up", "--demo-rate", "40", "--demo-people", "20"],
         env=child_env(settings),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        process_group=0,  # a terminal of its own, in effect: Ctrl-C goes to the whole group
     )
     lines = []
     try:
@@ -55,9 +57,16 @@ def test_up_runs_worker_server_and_demo_traffic_then_stops_them(make_settings, t
             time.sleep(1)
         assert profile_event_count(settings) >= before + 20, "no demo events reached profiles"
     finally:
-        proc.send_signal(signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, "".join(lines) + rest
+    # Ctrl-C ends without an error line (no traceback, no "error:", no click "Aborted!").
+    assert rest.strip().splitlines()[-1] == "stopping worker, server, demo...", rest
+    assert not any(word in rest for word in ("Traceback", "error", "Aborted")), rest
+    logs = sorted((tmp_path / "data" / "logs").glob("*.log"))
+    assert [log.name for log in logs] == ["demo.log", "server.log", "worker.log"]
+    for log in logs:
+        assert "Traceback" not in log.read_text(errors="replace"), log.name
     assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
 
 

@@ -10,6 +10,7 @@ from pydantic import SecretStr
 from streams.ops.sampler import LagSampler
 from streams.ops.views import OpsConfigError, check_binding, is_loopback, register
 from streams.settings import load_settings
+from tests.promtool import promtool_findings
 from tests.unit.ops.fakes import ScriptedCluster, figures
 
 TOKEN = "s3cret-ops-token"
@@ -143,9 +144,9 @@ async def test_metrics_have_labels_statuses_and_no_zero_for_unavailable_figures(
     assert 'streams_ops_group_lag{group="g"} 50.0' in lines
     assert 'streams_ops_topic_produce_rate{topic="events.view"} 10.0' in lines
     assert 'streams_ops_dlq_rate{topic="events.dlq"} 2.0' in lines
-    assert 'streams_ops_pipeline_count{figure="events_stored"} 42.0' in lines
+    assert 'streams_ops_pipeline_figure{figure="events_stored"} 42.0' in lines
     assert 'streams_ops_pipeline_available{figure="profiles"} 0.0' in lines
-    assert not any(line.startswith('streams_ops_pipeline_count{figure="profiles"}')
+    assert not any(line.startswith('streams_ops_pipeline_figure{figure="profiles"}')
                    for line in lines)
     # Never committed: no committed-offset or lag series, only the end offset.
     assert not any('partition="1"' in line and line.startswith("streams_ops_partition_lag{")
@@ -153,6 +154,23 @@ async def test_metrics_have_labels_statuses_and_no_zero_for_unavailable_figures(
     assert "streams_ops_sample_ok 1.0" in lines
     # The default registry rides along: other domains' metrics and the process's own.
     assert any(line.startswith("process_") or line.startswith("python_info") for line in lines)
+
+
+async def test_metrics_pass_promtool_lint_with_every_family_populated(client_for):
+    from streams import metrics as stage_metrics
+    from streams.ingest.metrics import COUNTERS, EVENTS_ACCEPTED, EVENTS_REJECTED, REQUESTS_REFUSED
+
+    # Every family the server exposes gets a sample, so that promtool sees each one.
+    COUNTERS[EVENTS_ACCEPTED].labels("view", "web").inc(0)
+    COUNTERS[EVENTS_REJECTED].labels("web").inc(0)
+    COUNTERS[REQUESTS_REFUSED].labels("413").inc(0)
+    stage_metrics.observe_batch("lint", 10, 0.01, 0.002)
+    stage_metrics.count_events("lint", "stored", 0)
+    client, _ = await client_for(samples=5)
+    body = await (await client.get("/metrics")).read()
+    assert promtool_findings(body) == ""
+    assert b"streams_ops_pipeline_figure{" in body and b"ingest_collector_" in body
+    assert b"streams_stage_batch_events_bucket{" in body
 
 
 async def test_page_forbids_foreign_scripts_and_framing(client_for):

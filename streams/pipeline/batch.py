@@ -30,6 +30,10 @@ class BatchResult:
     failed_classes: list[str] = field(default_factory=list)  # FailureClass value per failed
     outcome: Any = None  # the stage's summary of the last successful write
     write_seconds: float = 0.0
+    retries: dict[str, int] = field(default_factory=dict)  # FailureClass value -> count
+
+    def count_retry(self, cls: FailureClass) -> None:
+        self.retries[cls.value] = self.retries.get(cls.value, 0) + 1
 
 
 def _invalid(record: Raw, reason: str) -> InvalidRecord:
@@ -43,7 +47,8 @@ async def _write(stage: Stage, policy: RetryPolicy, pairs: Sequence[tuple[Raw, A
     halves and write each (so a single event at fault costs about log2(n) extra
     transactions), down to the single event, which is then dead-lettered."""
     try:
-        result.outcome = await policy.call(lambda: stage.write([e for _, e in pairs]))
+        result.outcome = await policy.call(lambda: stage.write([e for _, e in pairs]),
+                                           on_retry=result.count_retry)
         return
     except Exception as exc:  # noqa: BLE001 - classified; isolated below
         cls = classify(exc)

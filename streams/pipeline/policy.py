@@ -140,7 +140,8 @@ class RetryPolicy:
             return min(self.initial * 2 ** (state.attempt_number - 1), self.maximum)
         return min(0.05 * state.attempt_number, 1.0)
 
-    def _before_sleep(self, state: tenacity.RetryCallState) -> None:
+    def _before_sleep(self, state: tenacity.RetryCallState,
+                      observer: Callable[[FailureClass], None] | None = None) -> None:
         exc = state.outcome.exception() if state.outcome else None
         if exc is None:
             return
@@ -151,15 +152,19 @@ class RetryPolicy:
         else:
             log.warning("batch write failed (%s, %s); retry %d in %.2fs", cls.value,
                         describe(exc), state.attempt_number, wait)
-        if self.on_retry is not None:
-            self.on_retry(cls)
+        for callback in (self.on_retry, observer):
+            if callback is not None:
+                callback(cls)
 
-    async def call(self, write: Callable[[], Awaitable[T]]) -> T:
+    async def call(self, write: Callable[[], Awaitable[T]],
+                   on_retry: Callable[[FailureClass], None] | None = None) -> T:
         """Run ``write`` under this policy; raises the last failure when it gives up
         (a data fault at once, an unknown failure after ``tries``). Blocks while the
-        database is unavailable."""
+        database is unavailable. ``on_retry`` is called, besides the policy's own, with
+        the class of each failure about to be retried."""
         retrying = tenacity.AsyncRetrying(
-            stop=self._should_stop, wait=self._wait, before_sleep=self._before_sleep,
+            stop=self._should_stop, wait=self._wait,
+            before_sleep=lambda state: self._before_sleep(state, on_retry),
             retry=tenacity.retry_if_exception_type(Exception), reraise=True,
             sleep=self.sleep)
         async def attempt() -> T:  # a coroutine function, as tenacity tells them apart

@@ -35,6 +35,13 @@ from typing import Any, Protocol
 from streams.events.dlq import dead_letter_for_record
 from streams.events.models import DeadLetter, InvalidRecord
 from streams.events.time import utc_now
+from streams.metrics import (
+    RETRY_CLASSES,
+    count_dead_letter,
+    count_events,
+    count_retry,
+    observe_batch,
+)
 from streams.pipeline.batch import BatchResult
 from streams.pipeline.stage import Raw, StageSpec
 from streams.pipeline.systemic import DlqLimit, SystemicFailure, SystemicFailureDetector
@@ -88,6 +95,28 @@ class ProducerSink:
         await fut
 
 
+def record_batch(stage: str, size: int, result: BatchResult, ack_seconds: float) -> None:
+    """The worker's metrics of one stored and acknowledged batch (``streams.metrics``)."""
+    observe_batch(stage, size, result.write_seconds, ack_seconds)
+    dead = len(result.invalid) + len(result.failed)
+    duplicates = getattr(result.outcome, "duplicates", 0) or 0
+    skipped = sum((getattr(result.outcome, "skipped", None) or {}).values())
+    count_events(stage, "stored", max(0, result.valid - len(result.failed) - duplicates
+                                      - skipped))
+    for outcome, n in (("duplicate", duplicates), ("skipped", skipped),
+                       ("dead_lettered", dead)):
+        if n:
+            count_events(stage, outcome, n)
+    if result.invalid:
+        count_dead_letter(stage, "invalid", len(result.invalid))
+    for cls in result.failed_classes:
+        count_dead_letter(stage, "data_fault" if cls == "data_fault" else "failed")
+    for cls, n in result.retries.items():
+        if cls in RETRY_CLASSES:  # an unknown failure's retries end in a dead letter
+            for _ in range(n):
+                count_retry(stage, cls)
+
+
 def raw_of(event: Any) -> Raw:
     """The raw record of a Faust event (its message's coordinates, key and value)."""
     m = event.message
@@ -135,8 +164,10 @@ class StageRunner:
                 await self.dead_letter(err)
             for event in batch:
                 await self.ack(event)
+            acked = time.perf_counter() - stored
+            record_batch(self.spec.label, len(batch), result, acked)
             log.debug("%s: batch of %d: %s (acked in %.3fs)", self.spec.label, len(batch),
-                      result.outcome, time.perf_counter() - stored)
+                      result.outcome, acked)
             return result
         except asyncio.CancelledError:
             raise

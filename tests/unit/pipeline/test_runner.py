@@ -222,3 +222,27 @@ async def test_each_data_fault_kind_goes_to_the_dlq(code):
     (letter,) = sink.sent
     assert letter.header("x-reason").startswith(f"data fault: SQLSTATE {code}")
     assert stage.stored == ["y"] and len(acked) == 2
+
+
+async def test_the_worker_metrics_count_a_batch_its_dead_letters_and_retries():
+    from prometheus_client import REGISTRY
+
+    def sample(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    label = {"stage": "test"}
+    before = (sample("streams_stage_batch_events_count", **label),
+              sample("streams_stage_dead_letters_total", **label, reason="data_fault"),
+              sample("streams_stage_dead_letters_total", **label, reason="invalid"),
+              sample("streams_stage_retries_total", **label, **{"class": "unavailable"}),
+              sample("streams_stage_events_total", **label, outcome="stored"))
+    stage = ScriptedStage(script=[sql_error("08006")] * 2,
+                          poison={"x": sql_error("54000")})
+    runner, _, _ = make_runner(stage)
+    await runner.run(batches(events({"id": "a"}, {"id": "x"}, {"bad": True})))
+    after = (sample("streams_stage_batch_events_count", **label),
+             sample("streams_stage_dead_letters_total", **label, reason="data_fault"),
+             sample("streams_stage_dead_letters_total", **label, reason="invalid"),
+             sample("streams_stage_retries_total", **label, **{"class": "unavailable"}),
+             sample("streams_stage_events_total", **label, outcome="stored"))
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1, 2, 1]

@@ -77,13 +77,13 @@ def async_engine(settings: Settings, **kwargs) -> AsyncEngine:
     kwargs.setdefault("pool_size", 5)
     kwargs.setdefault("max_overflow", 5)
     kwargs.setdefault("pool_pre_ping", True)
-    return create_async_engine(settings.database_url.get_secret_value(), **kwargs)
+    return create_async_engine(settings.database.url, **kwargs)
 
 
 def sync_engine(settings: Settings, **kwargs) -> Engine:
     """A blocking engine, for the CLI and migrations."""
     kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(settings.database_url.get_secret_value(), **kwargs)
+    return create_engine(settings.database.url, **kwargs)
 
 
 def alembic_config(settings: Settings) -> Config:
@@ -92,7 +92,7 @@ def alembic_config(settings: Settings) -> Config:
     cfg.set_main_option("script_location", str(resources.files("streams") / "migrations"))
     # Passed as an attribute, not an ini option: the URL holds a password and ini
     # options end up interpolated into log lines.
-    cfg.attributes["database_url"] = settings.database_url.get_secret_value()
+    cfg.attributes["database_url"] = settings.database.url
     return cfg
 
 

@@ -8,12 +8,29 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
-from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from streams.identity.models import IdentityRules
+from streams.settings_groups import (
+    CollectorSettings,
+    DatabaseTarget,
+    HttpSettings,
+    InfraSettings,
+    KafkaSettings,
+    OpsSettings,
+    PipelineSettings,
+    SettingGroups,
+    TriggerSettings,
+    derive_groups,
+)
+
+__all__ = ["DEFAULT_DATABASE_URL", "DatabaseTarget", "Settings", "child_environment",
+           "configure_logging", "load_settings", "settings_env"]
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg://streams:streams@127.0.0.1:5432/streams"
 
@@ -41,7 +58,12 @@ def _parse_write_keys(raw: object) -> dict[str, str]:
 
 
 class Settings(BaseSettings):
-    """Every setting of the product; see the README's configuration table."""
+    """Every setting of the product; see the README's configuration table.
+
+    The flat fields are the environment's contract (``STREAMS_<FIELD>``); components read
+    the per-component records derived from them once: ``kafka``, ``http``, ``database``,
+    ``collector``, ``pipeline``, ``identity``, ``ops``, ``infra``, ``triggers``.
+    """
 
     model_config = SettingsConfigDict(env_prefix="STREAMS_", frozen=True, extra="ignore")
 
@@ -134,6 +156,15 @@ class Settings(BaseSettings):
     triggers_poll_seconds: float = Field(0.25, gt=0)
     triggers_batch: int = Field(200, ge=1)
 
+    @field_validator("identity_blocked_pattern", mode="after")
+    @classmethod
+    def _identity_blocked_pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"STREAMS_IDENTITY_BLOCKED_PATTERN is not a regex: {exc}") from None
+        return value
+
     @field_validator("identity_limits", mode="before")
     @classmethod
     def _identity_limits(cls, value: object) -> dict[str, str]:
@@ -219,73 +250,92 @@ class Settings(BaseSettings):
             url = "postgresql+psycopg://" + url[len("postgresql://") :]
         return SecretStr(url)
 
-    # --- derived values --------------------------------------------------------------
+    # --- per-component views, derived once ------------------------------------------
+    # Private attributes, not cached properties: a frozen model still takes them, and
+    # model_copy copies them, so model_copy below rebuilds them from the updated fields.
+    _groups: SettingGroups = PrivateAttr()
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Derive the per-component views from the validated fields (runs once)."""
+        self._groups = derive_groups(self)
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with ``update`` applied (not validated, as pydantic's), whose views are
+        derived again from the updated fields."""
+        copied = super().model_copy(update=update, deep=deep)
+        if update:
+            copied._groups = derive_groups(copied)  # noqa: SLF001 - our own private attribute
+        return copied
+
+    @property
+    def kafka(self) -> KafkaSettings:
+        """Bootstrap servers and the topics (prefixed), partitions and replication."""
+        return self._groups.kafka
+
+    @property
+    def http(self) -> HttpSettings:
+        """Where the HTTP server listens."""
+        return self._groups.http
+
+    @property
+    def database(self) -> DatabaseTarget:
+        """The parsed database URL and the profile tables' schema (holds the password;
+        never print it)."""
+        return self._groups.database
+
+    @property
+    def collector(self) -> CollectorSettings:
+        """Write keys, rate and size limits, ack timeout and producer batching."""
+        return self._groups.collector
+
+    @property
+    def pipeline(self) -> PipelineSettings:
+        """Consumer group, batching, commits, retries, fold processes, systemic stop."""
+        return self._groups.pipeline
+
+    @property
+    def identity(self) -> IdentityRules:
+        """The identity rules of ``STREAMS_IDENTITY_*``, parsed once."""
+        return self._groups.identity
+
+    @property
+    def ops(self) -> OpsSettings:
+        """The ops dashboard's token, watched groups and sampling."""
+        return self._groups.ops
+
+    @property
+    def infra(self) -> InfraSettings:
+        """The local infrastructure's folders, versions, ports and sizes."""
+        return self._groups.infra
+
+    @property
+    def triggers(self) -> TriggerSettings:
+        """The trigger stage's rules file, switch, poll interval and batch."""
+        return self._groups.triggers
+
+    # --- shorthands kept for callers of the flat form --------------------------------
     def topic(self, name: str) -> str:
         """The full topic name for a configured base name (prefix applied)."""
-        return f"{self.topic_prefix}{name}"
+        return self.kafka.topic(name)
 
     @property
     def event_topics(self) -> tuple[str, ...]:
         """The four input topics, prefixed."""
-        return tuple(
-            self.topic(t)
-            for t in (self.topic_click, self.topic_view, self.topic_social, self.topic_identify)
-        )
+        return self.kafka.event_topics
 
     @property
     def all_topics(self) -> tuple[str, ...]:
         """Every topic the product creates, prefixed."""
-        return (*self.event_topics, self.topic(self.topic_dlq), self.topic(self.topic_messages))
-
-    @property
-    def database(self) -> DatabaseTarget:
-        """The parsed database URL (holds the password; never print it)."""
-        return DatabaseTarget.parse(self.database_url.get_secret_value())
+        return self.kafka.all_topics
 
     @property
     def kafka_host_port(self) -> tuple[str, int]:
         """Host and port of the first bootstrap server."""
-        first = self.kafka_bootstrap.split(",")[0].strip()
-        host, _, port = first.rpartition(":")
-        return (host or "127.0.0.1"), int(port or 9092)
+        return self.kafka.host_port
 
     def redacted_database_url(self) -> str:
         """The database URL with its password replaced by ``***``."""
         return self.database.redacted()
-
-
-class DatabaseTarget:
-    """Parts of a PostgreSQL URL. ``password`` is a secret; ``redacted()`` hides it."""
-
-    __slots__ = ("url", "user", "password", "host", "port", "dbname")
-
-    def __init__(self, url: str, user: str, password: str, host: str, port: int, dbname: str):
-        self.url, self.user, self.password = url, user, password
-        self.host, self.port, self.dbname = host, port, dbname
-
-    @classmethod
-    def parse(cls, url: str) -> DatabaseTarget:
-        parts = urlsplit(url)
-        return cls(
-            url=url,
-            user=parts.username or "streams",
-            password=parts.password or "",
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or 5432,
-            dbname=(parts.path or "/streams").lstrip("/") or "streams",
-        )
-
-    def with_dbname(self, dbname: str) -> str:
-        """The same URL pointing at another database on the same server."""
-        auth = self.user + (f":{self.password}" if self.password else "")
-        return f"postgresql+psycopg://{auth}@{self.host}:{self.port}/{dbname}"
-
-    def redacted(self) -> str:
-        auth = self.user + (":***" if self.password else "")
-        return f"postgresql+psycopg://{auth}@{self.host}:{self.port}/{self.dbname}"
-
-    def __repr__(self) -> str:
-        return f"DatabaseTarget({self.redacted()!r})"
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

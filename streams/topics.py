@@ -8,6 +8,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from streams.settings import Settings
+from streams.settings_groups import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -18,11 +19,11 @@ _TOPIC_CONFIGS = {
 }
 
 
-def topic_specs(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
+def topic_specs(kafka: KafkaSettings) -> dict[str, tuple[int, dict[str, str]]]:
     """Every topic the product uses -> (partitions, config)."""
-    specs = {name: (settings.topic_partitions, {}) for name in settings.event_topics}
-    specs[settings.topic(settings.topic_dlq)] = (settings.topic_partitions, _TOPIC_CONFIGS["dlq"])
-    specs[settings.topic(settings.topic_messages)] = (settings.topic_partitions, {})
+    specs = {name: (kafka.partitions, {}) for name in kafka.event_topics}
+    specs[kafka.dlq] = (kafka.partitions, _TOPIC_CONFIGS["dlq"])
+    specs[kafka.messages] = (kafka.partitions, {})
     return specs
 
 
@@ -32,13 +33,14 @@ async def ensure_topics(settings: Settings) -> list[str]:
     Existing topics are left as they are (their partition counts are never changed).
     Raises aiokafka's KafkaError when the cluster cannot be reached.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    kafka = settings.kafka
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(name, partitions, settings.topic_replication, topic_configs=config)
-            for name, (partitions, config) in topic_specs(settings).items()
+            NewTopic(name, partitions, kafka.replication, topic_configs=config)
+            for name, (partitions, config) in topic_specs(kafka).items()
             if name not in existing
         ]
         if not missing:

@@ -16,7 +16,7 @@ class TopicKinds:
 
     @classmethod
     def from_names(cls, click: str, view: str, social: str, identify: str) -> TopicKinds:
-        """From the full topic names, as ``Settings.topic(settings.topic_click)`` gives."""
+        """From the full topic names (``settings.kafka.click`` and its siblings)."""
         return cls({click: "click", view: "view", social: "social", identify: "identify"})
 
     def kind(self, topic: str) -> Kind | None:
@@ -38,10 +38,8 @@ class TopicKinds:
     @classmethod
     def for_settings(cls, settings: Settings) -> TopicKinds:
         """The configured (prefixed) event topic names mapped to their kinds."""
-        return cls.from_names(
-            settings.topic(settings.topic_click), settings.topic(settings.topic_view),
-            settings.topic(settings.topic_social), settings.topic(settings.topic_identify),
-        )
+        kafka = settings.kafka
+        return cls.from_names(kafka.click, kafka.view, kafka.social, kafka.identify)
 
     def topics(self) -> dict[Kind, str]:
         """Kind -> topic name (empty without a mapping)."""
@@ -50,6 +48,4 @@ class TopicKinds:
 
 def topic_for(settings: Settings, kind: Kind) -> str:
     """The full topic name for an event kind."""
-    base = {"click": settings.topic_click, "view": settings.topic_view,
-            "social": settings.topic_social, "identify": settings.topic_identify}[kind]
-    return settings.topic(base)
+    return settings.kafka.event_topic(kind)

@@ -115,18 +115,3 @@ class Resolution:
     added: tuple[str, ...]
     matched: tuple[str, ...]
     dropped: tuple[Dropped, ...] = ()
-
-
-def rules_from_settings(settings) -> IdentityRules:
-    """The identity rules configured by ``STREAMS_IDENTITY_*`` settings."""
-    values = frozenset({""} | {v.strip() for v in settings.identity_blocked_values.split(",")})
-    priority = tuple(t.strip() for t in settings.identity_priority.split(",") if t.strip())
-    return IdentityRules(
-        blocked_values=values,
-        blocked_patterns=(settings.identity_blocked_pattern,)
-        if settings.identity_blocked_pattern else (),
-        limits={k: int(v) for k, v in settings.identity_limits.items()},
-        default_limit=settings.identity_default_limit,
-        priority=priority or DEFAULT_PRIORITY,
-        merge_cap=settings.identity_merge_cap,
-    )

@@ -34,8 +34,8 @@ class ServiceState:
 
 
 def _kafka_external(settings: Settings, kafka: LocalKafka) -> bool:
-    host, port = settings.kafka_host_port
-    return kafka.pid() is None and port_open(host, port) and metadata_ok(settings.kafka_bootstrap)
+    host, port = settings.kafka.host_port
+    return kafka.pid() is None and port_open(host, port) and metadata_ok(settings.kafka.bootstrap)
 
 
 def _postgres_external(settings: Settings, pg: LocalPostgres) -> bool:
@@ -67,7 +67,7 @@ def infra_up(settings: Settings, fresh: bool = False) -> list[ServiceState]:
 
     t0 = time.monotonic()
     if _kafka_external(settings, kafka):
-        states.append(ServiceState("kafka", "external", settings.kafka_bootstrap, "?",
+        states.append(ServiceState("kafka", "external", settings.kafka.bootstrap, "?",
                                    detail="not managed by streams infra"))
     else:
         fetched = kafka.resolve()
@@ -116,7 +116,7 @@ def infra_status(settings: Settings) -> list[ServiceState]:
         kstate = ServiceState("kafka", "running", ks.address, f"Apache Kafka {ks.version}", ks.pid,
                               f"data {ks.data_dir}")
     elif _kafka_external(settings, kafka):
-        kstate = ServiceState("kafka", "external", settings.kafka_bootstrap, "?",
+        kstate = ServiceState("kafka", "external", settings.kafka.bootstrap, "?",
                               detail="answers, not managed by streams infra")
     else:
         jars = "jars cached" if kafka.resolved() else "jars not yet resolved"

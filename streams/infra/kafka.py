@@ -51,12 +51,12 @@ class LocalKafka:
     """Resolves, formats, starts and stops the local broker. Every method blocks."""
 
     def __init__(self, settings: Settings):
-        self.settings = settings
-        self.version = settings.kafka_version
-        self.host, self.port = settings.kafka_host_port
-        self.home = settings.cache_dir.expanduser().resolve() / f"kafka-{self.version}"
+        self.kafka, self.infra = settings.kafka, settings.infra
+        self.version = self.infra.kafka_version
+        self.host, self.port = self.kafka.host_port
+        self.home = self.infra.cache_dir.expanduser().resolve() / f"kafka-{self.version}"
         self.libs = self.home / "libs"
-        self.root = settings.data_dir.resolve() / "kafka"
+        self.root = self.infra.data_dir.resolve() / "kafka"
         self.log_dir = self.root / "data"
         self.pid_file = self.root / "kafka.pid"
         self.config_file = self.root / "server.properties"
@@ -81,10 +81,10 @@ class LocalKafka:
         self.home.mkdir(parents=True, exist_ok=True)
         pom = resources.files("streams.infra").joinpath("kafka-pom.xml").read_text()
         repos = ""
-        if self.settings.maven_repo:
+        if self.infra.maven_repo:
             repos = (
                 "<repositories><repository><id>streams-mirror</id>"
-                f"<url>{self.settings.maven_repo}</url></repository></repositories>"
+                f"<url>{self.infra.maven_repo}</url></repository></repositories>"
             )
         pom = pom.replace("@KAFKA_VERSION@", self.version).replace("@REPOSITORIES@", repos)
         (self.home / "pom.xml").write_text(pom)
@@ -116,7 +116,7 @@ class LocalKafka:
     def write_config(self) -> None:
         """Write server.properties from the settings (every start, so ports follow them)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        cport = self.settings.kafka_controller_port
+        cport = self.infra.kafka_controller_port
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -127,7 +127,7 @@ class LocalKafka:
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": str(self.log_dir),
-            "num.partitions": str(self.settings.topic_partitions),
+            "num.partitions": str(self.kafka.partitions),
             "auto.create.topics.enable": "false",
             "offsets.topic.replication.factor": "1",
             "offsets.topic.num.partitions": "8",
@@ -190,13 +190,13 @@ class LocalKafka:
             self.wait_ready()
             return False
         ensure_port_free(self.port, "kafka", "STREAMS_KAFKA_BOOTSTRAP")
-        ensure_port_free(self.settings.kafka_controller_port, "kafka controller",
+        ensure_port_free(self.infra.kafka_controller_port, "kafka controller",
                          "STREAMS_KAFKA_CONTROLLER_PORT")
         self.resolve()
         self.write_config()
         if not self.formatted():
             self.format()
-        heap = self.settings.kafka_heap
+        heap = self.infra.kafka_heap
         cmd = [
             java_bin(), f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
             "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
@@ -232,7 +232,7 @@ class LocalKafka:
                     f"{self.root / 'logs' / 'server.log'}: "
                     + tail(self.stdout_file, 3).replace("\n", " | ")
                 )
-            if port_open(self.host, self.port) and metadata_ok(self.settings.kafka_bootstrap):
+            if port_open(self.host, self.port) and metadata_ok(self.kafka.bootstrap):
                 return
             time.sleep(0.5)
         raise InfraError(

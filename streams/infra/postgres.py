@@ -95,10 +95,10 @@ class LocalPostgres:
     """Installs (when absent), initialises, starts and stops the local cluster. Blocking."""
 
     def __init__(self, settings: Settings):
-        self.settings = settings
+        self.infra = settings.infra
         self.target = settings.database
         self.port = self.target.port
-        self.root = settings.data_dir.resolve() / "postgres"
+        self.root = self.infra.data_dir.resolve() / "postgres"
         self.pgdata = self.root / "data"
         self.log_file = self.root / "postgres.log"
         # Unix socket paths are limited to ~107 bytes, so the socket folder is short and
@@ -202,7 +202,7 @@ class LocalPostgres:
                 f"-c listen_addresses={self.target.host if self._loopback() else '127.0.0.1'}",
                 f"-c port={self.port}",
                 f"-c unix_socket_directories={self.socket_dir}",
-                f"-c shared_buffers={self.settings.pg_shared_buffers}",
+                f"-c shared_buffers={self.infra.pg_shared_buffers}",
                 "-c max_connections=200",
                 "-c wal_level=replica -c max_wal_size=2GB",
                 "-c synchronous_commit=on -c fsync=on",

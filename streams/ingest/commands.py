@@ -33,7 +33,7 @@ async def _read_dead_letters(settings: Settings, origin: str | None, topic: str 
     from streams.ingest.kafka import read_topic
 
     letters = []
-    async for record in read_topic(settings, settings.topic(settings.topic_dlq)):
+    async for record in read_topic(settings, settings.kafka.dlq):
         letter = read_dead_letter(record.partition, record.offset, record.key, record.value,
                                   record.headers)
         if origin and letter.origin != origin:
@@ -70,8 +70,8 @@ def dlq_list(limit: int, origin: str | None, topic: str | None, as_json: bool) -
     try:
         letters = asyncio.run(_read_dead_letters(settings, origin, topic))
     except Exception as exc:  # noqa: BLE001 - one clear line for a connection failure
-        fail(f"cannot read {settings.topic(settings.topic_dlq)} from Kafka at "
-              f"{settings.kafka_bootstrap}: {exc}")
+        fail(f"cannot read {settings.kafka.dlq} from Kafka at {settings.kafka.bootstrap}: "
+              f"{exc}")
     # Most recent last: by when they were dead-lettered (partitions interleave).
     letters.sort(key=lambda lt: (lt.dead_lettered_at or "", lt.partition, lt.offset))
     shown = list(deque(letters, maxlen=limit))
@@ -79,7 +79,7 @@ def dlq_list(limit: int, origin: str | None, topic: str | None, as_json: bool) -
         for letter in shown:
             click.echo(orjson.dumps(_letter_json(letter)).decode())
         return
-    table = Table(title=f"{settings.topic(settings.topic_dlq)}: {len(shown)} of {len(letters)} "
+    table = Table(title=f"{settings.kafka.dlq}: {len(shown)} of {len(letters)} "
                         "dead letters", title_justify="left")
     for col in ("at", "dlq p/offset", "origin", "original", "key", "field", "reason"):
         table.add_column(col, overflow="fold")
@@ -118,11 +118,10 @@ def _load_fixed(path: Path) -> dict[tuple[int, int], dict]:
 async def _replay(settings: Settings, letters, fixed, dry_run: bool):
     from streams.events.dlq import HEADER_REPLAYED
     from streams.events.time import utc_now
-    from streams.events.topics import topic_for
     from streams.ingest.kafka import EventWriter, OutgoingRecord
     from streams.ingest.replay import Replay, plan_replay
 
-    topics = {k: topic_for(settings, k) for k in ("click", "view", "social", "identify")}
+    topics = {k: settings.kafka.event_topic(k) for k in ("click", "view", "social", "identify")}
     now = utc_now()
     plans = []
     for letter in letters:
@@ -176,7 +175,7 @@ def dlq_replay(fixed_path: Path | None, origin: str | None, topic: str | None,
     except click.exceptions.Exit:
         raise
     except Exception as exc:  # noqa: BLE001
-        fail(f"replay failed against Kafka at {settings.kafka_bootstrap}: {exc}")
+        fail(f"replay failed against Kafka at {settings.kafka.bootstrap}: {exc}")
     table = Table(title=("would replay" if dry_run else "replay") + f": {len(plans)} dead letters",
                   title_justify="left")
     for col in ("dlq p/offset", "outcome", "to / why not"):
@@ -258,7 +257,7 @@ async def run_demo(
     from streams.ingest.simulate import broken_event, make_people, next_events
 
     keys: dict[str, str] = {}
-    for key, source in settings.write_keys.items():
+    for key, source in settings.collector.write_keys.items():
         keys.setdefault(source, key)
     needed = ("web", "mobile", "smartwatch", "facebook", "instagram", "twitter", "linkedin")
     missing = [s for s in needed if s not in keys]
@@ -346,7 +345,7 @@ def demo(people_count: int, rate: float, duration: float, url: str | None, bad_s
     the phone app and the watch, likes and shares on social channels, preferences and
     consent. Needs `streams serve` running."""
     settings = settings_or_exit()
-    url = (url or f"http://{settings.http_host}:{settings.http_port}").rstrip("/")
+    url = (url or settings.http.url).rstrip("/")
     stats = DemoStats()
     progress = Progress(TextColumn("[bold]demo"), BarColumn(),
                         TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),

@@ -30,17 +30,17 @@ class OutgoingRecord(NamedTuple):
 
 
 def make_producer(settings: Settings, **overrides) -> AIOKafkaProducer:
-    """An idempotent, acks=all producer tuned for throughput by the settings."""
+    """An idempotent, acks=all producer tuned for throughput by the collector's settings."""
+    config = settings.collector
     options = dict(
-        bootstrap_servers=settings.kafka_bootstrap,
+        bootstrap_servers=settings.kafka.bootstrap,
         acks="all",
         enable_idempotence=True,
-        linger_ms=settings.producer_linger_ms,
-        max_batch_size=settings.producer_max_batch_bytes,
-        compression_type=None if settings.producer_compression == "none"
-        else settings.producer_compression,
+        linger_ms=config.linger_ms,
+        max_batch_size=config.max_batch_bytes,
+        compression_type=config.compression,
         max_request_size=1_048_576,
-        request_timeout_ms=int(settings.collector_ack_timeout * 1000),
+        request_timeout_ms=int(config.ack_timeout * 1000),
     )
     options.update(overrides)
     return AIOKafkaProducer(**options)
@@ -78,7 +78,8 @@ class EventWriter:
         self._hashes: dict[bytes, int] = {}
         self._round_robin = 0
         self._tasks: set[asyncio.Task] = set()
-        self._linger = settings.producer_linger_ms / 1000
+        self._linger = settings.collector.linger_ms / 1000
+        self._ack_timeout = settings.collector.ack_timeout
 
     async def start(self) -> None:
         """Connect to Kafka. Raises KafkaConnectionError when it cannot be reached."""
@@ -185,10 +186,10 @@ class EventWriter:
             waits.add(batch.done)
         # asyncio.wait, not wait_for(gather): a timeout must not cancel batches that other
         # requests are waiting on too.
-        done, pending = await asyncio.wait(waits, timeout=self.settings.collector_ack_timeout)
+        done, pending = await asyncio.wait(waits, timeout=self._ack_timeout)
         if pending:
             raise TimeoutError(f"Kafka did not acknowledge {len(pending)} record batches "
-                               f"within {self.settings.collector_ack_timeout:g}s")
+                               f"within {self._ack_timeout:g}s")
         for future in done:
             if future.exception() is not None:
                 raise future.exception()  # type: ignore[misc]
@@ -218,7 +219,7 @@ async def read_topic(
     of aborted transactions). Raises aiokafka's KafkaError when Kafka is unreachable.
     """
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+        bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False,
         group_id=None, auto_offset_reset="earliest", isolation_level="read_committed",
     )
     await consumer.start()

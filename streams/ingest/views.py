@@ -41,7 +41,6 @@ from streams.events.dlq import dead_letter_for_rejection
 from streams.events.models import SOCIAL_CHANNELS, SOURCES
 from streams.events.schemas import SchemaSet, default_schemas
 from streams.events.time import utc_now
-from streams.events.topics import topic_for
 from streams.events.validate import Limits
 from streams.ingest import logic
 from streams.ingest.kafka import EventWriter, OutgoingRecord
@@ -68,25 +67,27 @@ class Collector:
         schemas: SchemaSet | None = None,
         prepare_topics: Callable[[Settings], Awaitable[object]] | None = None,
     ):
+        config = settings.collector
         allowed = set(SOURCES) | set(SOCIAL_CHANNELS)
         allowed.discard("social")
-        for position, source in enumerate(settings.write_keys.values(), start=1):
+        for position, source in enumerate(config.write_keys.values(), start=1):
             if source not in allowed:
                 # Name the entry's position and source, never the key (a credential).
                 raise CollectorConfigError(
                     f"STREAMS_WRITE_KEYS entry #{position} binds a key to unknown source "
                     f"{source!r}; expected one of {', '.join(sorted(allowed))}")
         self.settings = settings
+        self.write_keys = config.write_keys
         self.prepare_topics = prepare_topics
         self.writer = writer or EventWriter(settings)
         self.clock = clock
         self.monotonic = monotonic
         self.schemas = schemas or default_schemas()
-        self.limits = Limits(max_event_bytes=settings.collector_max_event_bytes,
-                                   max_request_bytes=settings.collector_max_request_bytes)
-        self.rate_limiter = logic.RateLimiter(settings.collector_rate, settings.collector_burst)
-        self.dlq_topic = settings.topic(settings.topic_dlq)
-        self.topics = {kind: topic_for(settings, kind)
+        self.limits = Limits(max_event_bytes=config.max_event_bytes,
+                             max_request_bytes=config.max_request_bytes)
+        self.rate_limiter = logic.RateLimiter(config.rate, config.burst)
+        self.dlq_topic = settings.kafka.dlq
+        self.topics = {kind: settings.kafka.event_topic(kind)
                        for kind in ("click", "view", "social", "identify")}
 
     async def lifespan(self, _app: web.Application) -> AsyncIterator[None]:
@@ -142,8 +143,7 @@ class Collector:
 
     async def handle(self, request: web.Request, path_type: str | None) -> web.Response:
         """Serve one collector call; ``path_type`` is None for /v1/batch."""
-        caller = logic.authenticate(request.headers.get("Authorization"),
-                                    self.settings.write_keys)
+        caller = logic.authenticate(request.headers.get("Authorization"), self.write_keys)
         if isinstance(caller, RequestError):
             return self._refuse(caller)
         source = caller.source
@@ -235,7 +235,7 @@ def register(app: web.Application, settings: Settings, *, collector: Collector |
     async def unknown_type(request: web.Request) -> web.Response:
         # Segment's /v1/group and anything else: a JSON 400 naming the type, not a 404.
         source = logic.authenticate(request.headers.get("Authorization"),
-                                    settings.write_keys)
+                                    collector.write_keys)
         if isinstance(source, RequestError):
             return collector._refuse(source)  # noqa: SLF001
         name = request.match_info["type"][:40]

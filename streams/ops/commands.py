@@ -144,8 +144,7 @@ def lag(groups: tuple[str, ...], seconds: float, interval: float, url: str | Non
         fail(f"--seconds ({seconds}) must be at least twice --interval ({interval})", code=2)
     try:
         if url:
-            token = settings.ops_token.get_secret_value() if settings.ops_token else None
-            doc = asyncio.run(fetch_report(url, token))
+            doc = asyncio.run(fetch_report(url, settings.ops.token_value()))
         else:
             with err_console.status(f"watching consumer groups for {seconds:g}s..."):
                 doc = asyncio.run(sample_report(settings, groups, seconds, interval))

@@ -159,7 +159,7 @@ class LagSampler:
 def watched_groups(settings: Settings, groups: Sequence[str] | None = None) -> tuple[str, ...]:
     """The groups to read: ``groups`` or STREAMS_OPS_GROUPS, else the pipeline's own
     consumer group; ``*`` among them means every consumer group (an empty tuple)."""
-    chosen = tuple(groups) if groups else settings.ops_groups or (settings.consumer_group,)
+    chosen = tuple(groups) if groups else settings.ops.groups
     return () if "*" in chosen else chosen
 
 
@@ -177,17 +177,19 @@ async def open_sampler(
     from streams.ops.kafka import KafkaLagSource
     from streams.ops.store import read_pipeline_figures
 
-    interval = interval or settings.ops_interval
-    window = window or settings.ops_window
+    ops, kafka = settings.ops, settings.kafka
+    interval = interval or ops.interval
+    window = window or ops.window
     source = KafkaLagSource(
-        settings.kafka_bootstrap, groups=watched_groups(settings, groups),
-        topics=settings.all_topics, clock=clock,
+        kafka.bootstrap, groups=watched_groups(settings, groups), topics=kafka.all_topics,
+        clock=clock,
     )
     engine = async_engine(settings, pool_size=1, max_overflow=0)
+    schema = settings.database.schema
     sampler = LagSampler(
         source.observe, interval=interval, window=window,
-        history=max(settings.ops_history, window), dlq_topic=settings.topic(settings.topic_dlq),
-        figures=lambda: read_pipeline_figures(engine, schema=settings.profiles_schema or None),
+        history=max(ops.history, window), dlq_topic=kafka.dlq,
+        figures=lambda: read_pipeline_figures(engine, schema=schema),
         clock=clock,
     )
     try:

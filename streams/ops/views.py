@@ -51,12 +51,12 @@ def is_loopback(host: str) -> bool:
 
 def check_binding(settings: Settings) -> None:
     """Raise OpsConfigError when the server would listen beyond loopback without a token."""
-    token = settings.ops_token.get_secret_value() if settings.ops_token is not None else None
+    token = settings.ops.token_value()
     if token is not None and not token.strip():
         raise OpsConfigError("STREAMS_OPS_TOKEN is set but empty")
-    if token is None and not is_loopback(settings.http_host):
+    if token is None and not is_loopback(settings.http.host):
         raise OpsConfigError(
-            f"STREAMS_HTTP_HOST={settings.http_host} is not a loopback address: set "
+            f"STREAMS_HTTP_HOST={settings.http.host} is not a loopback address: set "
             "STREAMS_OPS_TOKEN so that /ops, /ops/lag.json and /metrics are not open to the "
             "network"
         )
@@ -101,7 +101,7 @@ def register(app: web.Application, settings: Settings, sampler: LagSampler | Non
     OpsConfigError when the binding is unsafe (see :func:`check_binding`).
     """
     check_binding(settings)
-    token = settings.ops_token.get_secret_value() if settings.ops_token is not None else None
+    token = settings.ops.token_value()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:

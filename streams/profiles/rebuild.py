@@ -12,7 +12,6 @@ from sqlalchemy import text
 
 from streams.db import async_engine, qualified
 from streams.events.topics import TopicKinds
-from streams.identity.models import rules_from_settings
 from streams.identity.tables import forgotten_identifiers
 from streams.pipeline.policy import RetryPolicy
 from streams.profiles.models import FoldEvent
@@ -67,7 +66,7 @@ async def rebuild(settings: Settings, progress: Callable[[int, int], None] | Non
             await conn.execute(text(
                 f"INSERT INTO {qualified(forgotten_identifiers, schema)} SELECT * FROM "
                 f"{qualified(forgotten_identifiers, live_schema)}"))
-        rebuilt_store = ProfileStore(engine, rules_from_settings(settings), schema=schema)
+        rebuilt_store = ProfileStore(engine, settings.identity, schema=schema)
         policy = RetryPolicy(tries=settings.profile_retries)
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
                                     enable_auto_commit=False, auto_offset_reset="earliest")

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from streams.db import check_schema_name, in_schema, metadata, schema_metadata
 from streams.identity import store as identity_store
 from streams.identity.logic import usable_identifiers
-from streams.identity.models import IdentityRules, rules_from_settings
+from streams.identity.models import IdentityRules
 from streams.identity.store import bigint_array, json_list, text_array
 from streams.identity.tables import component_id_seq
 from streams.pipeline.policy import RetryPolicy
@@ -148,7 +148,7 @@ class ProfileStore:
     @classmethod
     def for_settings(cls, settings, engine: AsyncEngine) -> ProfileStore:
         """The store of ``settings``' profile schema and identity rules, on ``engine``."""
-        return cls(engine, rules_from_settings(settings),
+        return cls(engine, settings.identity,
                    schema=settings.profiles_schema or None, feed=settings.triggers_enabled)
 
     async def _begin(self, conn: AsyncConnection) -> None:

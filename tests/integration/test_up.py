@@ -82,4 +82,4 @@ async def test_topics_are_created_with_configured_partitions(make_settings):
     finally:
         await admin.close()
     partitions = {t["topic"]: len(t["partitions"]) for t in described}
-    assert partitions == {name: 3 for name in topic_specs(settings)}
+    assert partitions == {name: 3 for name in topic_specs(settings.kafka)}

@@ -1,5 +1,7 @@
+import pickle
+
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from streams.settings import load_settings
 
@@ -86,3 +88,85 @@ def test_child_environment_reproduces_settings(monkeypatch, tmp_path):
     for key in [k for k in env if k.startswith("STREAMS_")]:
         monkeypatch.setenv(key, env[key])
     assert load_settings() == s
+
+
+# --- per-component views -------------------------------------------------------------
+
+
+def test_views_group_the_flat_fields_with_the_prefix_applied():
+    s = load_settings(topic_prefix="t1.", topic_dlq="dead", kafka_bootstrap="k1:9093,k2:9093",
+                      producer_compression="gzip", dlq_window=50, profiles_schema="p_1")
+    assert s.kafka.dlq == "t1.dead" and s.kafka.messages == "t1.messages.personalized"
+    assert s.kafka.event_topics == ("t1.events.click", "t1.events.view", "t1.events.social",
+                                    "t1.events.identify")
+    assert s.kafka.event_topic("social") == "t1.events.social"
+    assert s.kafka.host_port == ("k1", 9093) == s.kafka_host_port
+    assert s.all_topics == s.kafka.all_topics and s.topic("x") == "t1.x"
+    assert s.collector.compression == "gzip"
+    assert load_settings(producer_compression="none").collector.compression is None
+    assert s.pipeline.dlq_limit.window == 50 and s.pipeline.retries == s.profile_retries
+    assert s.database.schema == "p_1" and load_settings(profiles_schema="").database.schema is None
+
+
+def test_views_are_derived_once():
+    s = load_settings()
+    assert s.kafka is s.kafka and s.collector is s.collector and s.ops is s.ops
+    assert s.identity is s.identity and s.database is s.database
+
+
+def test_identity_rules_are_parsed_into_types():
+    s = load_settings(identity_blocked_values="Null, x", identity_limits="email=2,user_id=1",
+                      identity_priority="email, user_id", identity_merge_cap=7)
+    rules = s.identity
+    assert rules.blocked_values == frozenset({"", "Null", "x"})
+    assert rules.limits == {"email": 2, "user_id": 1} and rules.limit("phone") == 5
+    assert rules.priority == ("email", "user_id") and rules.merge_cap == 7
+    assert rules.is_blocked("NULL") and rules.is_blocked("0000") and not rules.is_blocked("u1")
+    assert load_settings(identity_blocked_pattern="").identity.blocked_patterns == ()
+
+
+def test_model_copy_rebuilds_the_views_from_the_updated_fields():
+    s = load_settings()
+    c = s.model_copy(update={"topic_prefix": "c.", "ops_groups": ("a",), "collector_rate": 1.0,
+                             "identity_merge_cap": 3, "database_url": SecretStr(
+                                 "postgresql+psycopg://u:pw@h:1/other")})
+    assert c.kafka.dlq == "c.events.dlq" and s.kafka.dlq == "events.dlq"
+    assert c.ops.groups == ("a",) and s.ops.groups == ("streams-profiles",)
+    assert c.collector.rate == 1.0 and c.identity.merge_cap == 3
+    assert c.database.dbname == "other" and s.database.dbname != "other"
+    assert s.model_copy().kafka is s.kafka  # nothing updated: nothing rebuilt
+
+
+def test_views_travel_with_the_settings_to_a_child_process():
+    s = load_settings(topic_prefix="p.", ops_token=SecretStr("tok"))
+    copy = pickle.loads(pickle.dumps(s))
+    assert copy == s and copy.kafka == s.kafka and copy.identity == s.identity
+    assert copy.ops.token_value() == "tok"
+
+
+@pytest.mark.parametrize(
+    "env, value, fragment",
+    [
+        ("STREAMS_IDENTITY_BLOCKED_PATTERN", "[0-", "STREAMS_IDENTITY_BLOCKED_PATTERN is not a"),
+        ("STREAMS_IDENTITY_LIMITS", "email=0", "STREAMS_IDENTITY_LIMITS: email=0"),
+        ("STREAMS_OPS_WINDOW", "1", "STREAMS_OPS_INTERVAL"),
+    ],
+)
+def test_errors_of_grouped_settings_name_the_variable(monkeypatch, env, value, fragment):
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    assert fragment in str(info.value)
+    assert info.value.errors()[0]["loc"] == (env.removeprefix("STREAMS_").lower(),)
+
+
+def test_views_never_show_secrets(monkeypatch):
+    monkeypatch.setenv("STREAMS_DATABASE_URL", "postgresql://app:hunter2@db:5432/prod")
+    monkeypatch.setenv("STREAMS_WRITE_KEYS", "sk_live_abc=web")
+    monkeypatch.setenv("STREAMS_OPS_TOKEN", "op_secret_1")
+    s = load_settings()
+    text = repr(s.collector) + repr(s.ops) + repr(s.database) + str(s.database) + repr(s)
+    for secret in ("hunter2", "sk_live_abc", "op_secret_1"):
+        assert secret not in text
+    assert s.collector.write_keys == {"sk_live_abc": "web"}
+    assert s.database.password == "hunter2" and s.ops.token_value() == "op_secret_1"

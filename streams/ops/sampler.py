@@ -15,6 +15,7 @@ import math
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from streams.ops.logic import build_report, history_point, trim_window
 from streams.ops.models import (
@@ -25,6 +26,9 @@ from streams.ops.models import (
     TriggerFigures,
 )
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.triggers.rules import RuleSet
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +224,7 @@ async def open_sampler(
         await engine.dispose()
 
 
-def _trigger_rules(settings: Settings):  # noqa: ANN202 - a RuleSet or None
+def _trigger_rules(settings: Settings) -> RuleSet | None:
     """The rules the workers load, so that every rule is listed on /ops even before it
     fires; None (rules with rows only) when the file is invalid, which the worker
     itself refuses at start."""

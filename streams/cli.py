@@ -362,5 +362,13 @@ main.add_command(_rebuild)
 bench.add_command(_pipeline_bench)
 
 
+# --- triggers domain: `streams triggers ...`, `streams messages tail` -----------------
+from streams.triggers.commands import messages as _messages_group  # noqa: E402
+from streams.triggers.commands import triggers as _triggers_group  # noqa: E402
+
+main.add_command(_triggers_group)
+main.add_command(_messages_group)
+# --- end triggers ---
+
 if __name__ == "__main__":  # pragma: no cover
     main()

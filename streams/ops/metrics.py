@@ -30,6 +30,12 @@ METRICS = {
     # Not ".count": Prometheus reserves the _count suffix for histograms and summaries.
     "pipeline_figure": "streams.ops.pipeline.figure",
     "pipeline_available": "streams.ops.pipeline.available",
+    # The trigger stage's schedule, per rule (gauges: forgetting a person deletes rows).
+    "triggers_messages": "streams.triggers.messages",
+    "triggers_by_reason": "streams.triggers.messages.by.reason",
+    "triggers_conversions": "streams.triggers.conversions",
+    "triggers_lift": "streams.triggers.lift",
+    "triggers_available": "streams.triggers.available",
     "last_sample": "streams.ops.last.sample.timestamp.seconds",
     "sample_ok": "streams.ops.sample.ok",
 }
@@ -105,12 +111,51 @@ class LagCollector(Collector):
             available.add_metric([f.name], 0 if f.value is None else 1)
             if f.value is not None:
                 count.add_metric([f.name], f.value)
+        triggers = list(_trigger_families(report))
         last = GaugeMetricFamily(n("last_sample"), "When the report was built (Unix time)")
         last.add_metric([], report.generated_at.timestamp())
         ok = GaugeMetricFamily(n("sample_ok"), "1 when the last sample read Kafka")
         ok.add_metric([], 0 if report.error else 1)
         yield from (lag, age, committed, end, pstatus, glag, gage, gstatus, members, consume,
-                    produce, dlq, count, available, last, ok)
+                    produce, dlq, count, available, *triggers, last, ok)
+
+
+# The statuses a scheduled message ends in (pending until decided), and their keys in
+# the trigger domain's per-rule figures.
+_TRIGGER_STATUSES = (("pending", "pending"), ("sent", "sent"), ("held_out", "heldOut"))
+
+
+def _trigger_families(report: LagReport) -> Iterator[Metric]:
+    n = prometheus_name
+    messages = GaugeMetricFamily(
+        n("triggers_messages"), "Scheduled messages by rule and status (pending, sent, "
+        "held_out, suppressed, cancelled)", labels=["rule", "status"])
+    by_reason = GaugeMetricFamily(
+        n("triggers_by_reason"), "Suppressed and cancelled messages by rule and reason",
+        labels=["rule", "status", "reason"])
+    conversions = GaugeMetricFamily(
+        n("triggers_conversions"), "Messages followed by the rule's goal, among the sent "
+        "and among the held out (control group)", labels=["rule", "group"])
+    lift = GaugeMetricFamily(
+        n("triggers_lift"), "Conversion rate of the sent minus that of the held out",
+        labels=["rule"])
+    available = GaugeMetricFamily(n("triggers_available"),
+                                  "1 when the trigger figures could be read")
+    available.add_metric([], 0 if report.triggers.unavailable else 1)
+    for r in report.triggers.rules:
+        rule = str(r["rule"])
+        for status, key in _TRIGGER_STATUSES:
+            messages.add_metric([rule, status], r[key])
+        for status in ("suppressed", "cancelled"):
+            reasons = r[status]
+            messages.add_metric([rule, status], sum(reasons.values()))
+            for reason, count in sorted(reasons.items()):
+                by_reason.add_metric([rule, status, reason], count)
+        conversions.add_metric([rule, "sent"], r["convertedSent"])
+        conversions.add_metric([rule, "held_out"], r["convertedHeldOut"])
+        if r["lift"] is not None:
+            lift.add_metric([rule], r["lift"])
+    yield from (messages, by_reason, conversions, lift, available)
 
 
 def exposition(report: Callable[[], LagReport]) -> bytes:

@@ -132,6 +132,21 @@ class PipelineFigure:
 
 
 @dataclass(frozen=True)
+class TriggerFigures:
+    """The trigger stage's per-rule figures, as its domain reports them (one JSON-able
+    dict per rule: scheduled, pending, sent, heldOut, cancelled and suppressed by reason,
+    convertedSent, convertedHeldOut, lift); ``unavailable`` says why there are none
+    (not read yet, no schedule table, database unreachable)."""
+
+    rules: tuple[Mapping[str, Any], ...] = ()
+    unavailable: str | None = "not read yet"
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"rules": [dict(r) for r in self.rules], "unavailable": self.unavailable}
+
+
+@dataclass(frozen=True)
 class PartitionReport:
     """One row of the per-partition detail."""
 
@@ -176,7 +191,8 @@ class HistoryPoint:
 
 @dataclass(frozen=True)
 class LagReport:
-    """Everything the dashboard, /ops/lag.json, /metrics and ``streams lag`` show."""
+    """Everything the dashboard, /ops/lag.json, /metrics and ``streams lag`` show; the
+    trigger figures are read with the pipeline figures, at the same cadence."""
 
     generated_at: datetime
     window_seconds: float
@@ -188,6 +204,7 @@ class LagReport:
     figures: tuple[PipelineFigure, ...]
     history: tuple[HistoryPoint, ...]
     error: str | None = None
+    triggers: TriggerFigures = TriggerFigures()
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (datetimes as ISO-8601 UTC strings)."""
@@ -232,6 +249,7 @@ class LagReport:
                 {"name": f.name, "label": f.label, "value": f.value, "unavailable": f.unavailable}
                 for f in self.figures
             ],
+            "triggers": self.triggers.as_dict(),
             "history": {
                 "at": [_iso(h.at) for h in self.history],
                 "lag": _series(self.history, "lag"),

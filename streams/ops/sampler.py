@@ -15,15 +15,26 @@ import math
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from streams.ops.logic import build_report, history_point, trim_window
-from streams.ops.models import HistoryPoint, LagReport, Observation, PipelineFigure
+from streams.ops.models import (
+    HistoryPoint,
+    LagReport,
+    Observation,
+    PipelineFigure,
+    TriggerFigures,
+)
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.triggers.rules import RuleSet
 
 log = logging.getLogger(__name__)
 
 Observe = Callable[[], Awaitable[Observation]]
 ReadFigures = Callable[[], Awaitable[Sequence[PipelineFigure]]]
+ReadTriggers = Callable[[], Awaitable[TriggerFigures]]
 
 
 def utc_now() -> datetime:
@@ -34,7 +45,9 @@ class LagSampler:
     """Keeps the sliding window and the latest :class:`LagReport`.
 
     ``observe`` reads the cluster (``KafkaLagSource.observe`` in production, a fake in
-    unit tests); ``figures`` reads the pipeline counts. :meth:`sample_once` takes one
+    unit tests); ``figures`` reads the pipeline counts and ``triggers`` the trigger
+    stage's per-rule figures, one after the other at the same cadence (they share the
+    database connection). :meth:`sample_once` takes one
     sample; :meth:`start` runs it every ``interval`` seconds in a task until :meth:`stop`.
     """
 
@@ -50,6 +63,7 @@ class LagSampler:
         clock: Callable[[], datetime] = utc_now,
         observe_timeout: float | None = None,
         figures_every: float | None = None,
+        triggers: ReadTriggers | None = None,
     ):
         if interval <= 0 or window < 2 * interval or history < window:
             raise ValueError(
@@ -58,6 +72,7 @@ class LagSampler:
             )
         self._observe = observe
         self._figures = figures
+        self._triggers = triggers
         self.interval = interval
         self.window = timedelta(seconds=window)
         self.dlq_topic = dlq_topic
@@ -67,6 +82,7 @@ class LagSampler:
         self.figures_every = figures_every if figures_every is not None else max(interval, 15.0)
         self._figures_read_at: float | None = None
         self._last_figures: tuple[PipelineFigure, ...] = ()
+        self._last_triggers = TriggerFigures()
         # Hard caps besides the time-based trimming, in case samples come faster than
         # the interval (``sample_once`` called by hand, say).
         self._observations: deque[Observation] = deque(maxlen=2 * math.ceil(window / interval) + 2)
@@ -88,10 +104,10 @@ class LagSampler:
         the error (the dashboard then says how stale it is). Blocks on the network.
         """
         loop = asyncio.get_running_loop()
-        due = self._figures is not None and (
+        due = (self._figures is not None or self._triggers is not None) and (
             self._figures_read_at is None
             or loop.time() - self._figures_read_at >= self.figures_every)
-        figures_task = asyncio.ensure_future(self._figures()) if due else None
+        figures_task = asyncio.ensure_future(self._read_database()) if due else None
         try:
             async with asyncio.timeout(self.observe_timeout):
                 observation = await self._observe()
@@ -105,7 +121,7 @@ class LagSampler:
             self.report = dataclasses.replace(self.report, error=message)
             return self.report
         if figures_task is not None:
-            self._last_figures = tuple(await figures_task)
+            self._last_figures, self._last_triggers = await figures_task
             self._figures_read_at = loop.time()
         figures = self._last_figures
 
@@ -119,9 +135,16 @@ class LagSampler:
             dlq_topic=self.dlq_topic, since=self._since, figures=figures,
             history=tuple(self._history),
         )
+        self.report = dataclasses.replace(self.report, triggers=self._last_triggers)
         self.samples_taken += 1
         self._sampled.set()
         return self.report
+
+    async def _read_database(self) -> tuple[tuple[PipelineFigure, ...], TriggerFigures]:
+        figures = tuple(await self._figures()) if self._figures is not None else ()
+        triggers = await self._triggers() if self._triggers is not None \
+            else self._last_triggers
+        return figures, triggers
 
     def span(self) -> float:
         """Seconds between the oldest and the newest observation in the window."""
@@ -175,7 +198,7 @@ async def open_sampler(
     """
     from streams.db import async_engine
     from streams.ops.kafka import KafkaLagSource
-    from streams.ops.store import read_pipeline_figures
+    from streams.ops.store import read_pipeline_figures, read_trigger_figures
 
     ops, kafka = settings.ops, settings.kafka
     interval = interval or ops.interval
@@ -186,10 +209,12 @@ async def open_sampler(
     )
     engine = async_engine(settings, pool_size=1, max_overflow=0)
     schema = settings.database.schema
+    rules = _trigger_rules(settings)
     sampler = LagSampler(
         source.observe, interval=interval, window=window,
         history=max(ops.history, window), dlq_topic=kafka.dlq,
         figures=lambda: read_pipeline_figures(engine, schema=schema),
+        triggers=lambda: read_trigger_figures(engine, schema, rules),
         clock=clock,
     )
     try:
@@ -198,3 +223,17 @@ async def open_sampler(
         await sampler.stop()
         await source.close()
         await engine.dispose()
+
+
+def _trigger_rules(settings: Settings) -> RuleSet | None:
+    """The rules the workers load, so that every rule is listed on /ops even before it
+    fires; None (rules with rows only) when the file is invalid, which the worker
+    itself refuses at start."""
+    from streams.triggers.rules import RulesError, load_rules
+
+    try:
+        return load_rules(settings.triggers_file)
+    except RulesError as exc:
+        log.warning("ops: trigger rules not loaded (%s problems in %s)",
+                    len(exc.problems), exc.source)
+        return None

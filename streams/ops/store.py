@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Executable, Table, func, select, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -16,8 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from streams.db import in_schema, qualified
 from streams.identity.tables import profile_merges
-from streams.ops.models import PipelineFigure
+from streams.ops.models import PipelineFigure, TriggerFigures
 from streams.profiles.tables import profile_events, profiles, skipped_events
+from streams.triggers.tables import scheduled_messages
+
+if TYPE_CHECKING:
+    from streams.triggers.rules import RuleSet
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +56,9 @@ def _count(table: Table, *where) -> Executable:
     return select(func.count()).select_from(table).where(*where)
 
 
-# The one place naming the other domains' tables. The profile and identity tables come
-# from their metadata; profile_events supersedes 0001's event_log (profiles_0001), and
-# scheduled_messages is a guess until the trigger stage defines its table.
+# The one place naming the other domains' tables. The profile, identity and trigger
+# tables come from their metadata; profile_events supersedes 0001's event_log
+# (profiles_0001).
 FIGURES: tuple[FigureQuery, ...] = (
     FigureQuery("events_stored", "Events stored", (
         (profile_events, _count(profile_events)),
@@ -62,10 +67,9 @@ FIGURES: tuple[FigureQuery, ...] = (
     FigureQuery("profiles", "Profiles", ((profiles, _count(profiles)),)),
     FigureQuery("merges", "Merges", ((profile_merges, _count(profile_merges)),)),
     FigureQuery("messages_scheduled", "Messages scheduled",
-                (("scheduled_messages", text("SELECT count(*) FROM scheduled_messages")),)),
+                ((scheduled_messages, _count(scheduled_messages)),)),
     FigureQuery("messages_sent", "Messages sent", (
-        ("scheduled_messages",
-         text("SELECT count(*) FROM scheduled_messages WHERE sent_at IS NOT NULL")),
+        (scheduled_messages, _count(scheduled_messages, scheduled_messages.c.status == "sent")),
     )),
     # Events carrying a forgotten person's identifier, suppressed by the profile stage.
     FigureQuery("suppressed_events", "Suppressed events", (
@@ -126,3 +130,33 @@ async def read_pipeline_figures(
 def _where(table: Table | str, schema: str | None) -> str:
     """The name ``to_regclass`` looks ``table`` up by: in ``schema`` for a metadata table."""
     return qualified(table, schema) if isinstance(table, Table) else table
+
+
+async def read_trigger_figures(engine: AsyncEngine, schema: str | None = None,
+                               rules: RuleSet | None = None) -> TriggerFigures:
+    """The trigger stage's per-rule figures (``streams.triggers.reads``), read in
+    ``schema`` within STATEMENT_TIMEOUT_MS; every rule of ``rules`` is listed even with
+    nothing scheduled.
+
+    Never raises for a database problem: a missing table, a failing query or an
+    unreachable database give figures that say why they are unavailable. Blocks on the
+    database (async).
+    """
+    from streams.triggers.reads import ScheduleMissing, read_rule_stats
+
+    try:
+        stats = await read_rule_stats(engine, schema, rules, timeout_ms=STATEMENT_TIMEOUT_MS)
+    except ScheduleMissing as exc:
+        return TriggerFigures((), str(exc))
+    except DBAPIError as exc:
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        if sqlstate is not None and not sqlstate.startswith("08"):  # 08: connection
+            reason = type(exc.orig).__name__
+            log.warning("trigger figures unavailable: %s", reason)
+            return TriggerFigures((), f"query on {scheduled_messages.name} failed ({reason})")
+        log.warning("trigger figures unavailable: %s", type(exc.orig).__name__)
+        return TriggerFigures((), "database unreachable")
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("trigger figures unavailable: %s", type(exc).__name__)
+        return TriggerFigures((), "database unreachable")
+    return TriggerFigures(tuple(s.to_json() for s in stats), None)

@@ -94,6 +94,43 @@
     }
   }
 
+  const sum = (counts) => Object.values(counts || {}).reduce((a, b) => a + b, 0);
+  const reasons = (counts) => Object.entries(counts || {}).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))
+    .map(([reason, n]) => reason + " " + fmtInt(n)).join(", ");
+  const pct = (n, of) => (of ? (100 * n / of).toFixed(1) + "%" : "—");
+
+  function renderTriggers(report) {
+    const box = document.getElementById("triggers");
+    box.replaceChildren();
+    const t = report.triggers || { rules: [], unavailable: "not reported" };
+    if (t.unavailable) {
+      box.append(el("p", { class: "empty" }, "Trigger figures unavailable: " + t.unavailable));
+      return;
+    }
+    if (!t.rules.length) {
+      box.append(el("p", { class: "empty" }, "No trigger rules loaded."));
+      return;
+    }
+    const head = ["Rule", "Scheduled", "Pending", "Sent", "Held out", "Suppressed", "Cancelled",
+      "Converted (sent)", "Converted (held out)", "Lift"];
+    const table = el("table", { class: "triggers" }, el("thead", {}, el("tr", {},
+      ...head.map((h, i) => el("th", { class: i === 0 || i === 5 || i === 6 ? "l" : "" }, h)))));
+    const body = el("tbody", {});
+    for (const r of t.rules) {
+      const suppressed = sum(r.suppressed), cancelled = sum(r.cancelled);
+      body.append(el("tr", { "data-rule": r.rule },
+        el("td", { class: "l" }, r.rule), el("td", {}, fmtInt(r.scheduled)), el("td", {}, fmtInt(r.pending)),
+        el("td", {}, fmtInt(r.sent)), el("td", {}, fmtInt(r.heldOut)),
+        el("td", { class: "l", title: reasons(r.suppressed) }, fmtInt(suppressed) + (suppressed ? " (" + reasons(r.suppressed) + ")" : "")),
+        el("td", { class: "l", title: reasons(r.cancelled) }, fmtInt(cancelled) + (cancelled ? " (" + reasons(r.cancelled) + ")" : "")),
+        el("td", {}, fmtInt(r.convertedSent) + " · " + pct(r.convertedSent, r.sent)),
+        el("td", {}, fmtInt(r.convertedHeldOut) + " · " + pct(r.convertedHeldOut, r.heldOut)),
+        el("td", {}, r.lift === null ? "—" : (r.lift >= 0 ? "+" : "") + (100 * r.lift).toFixed(1) + " pts")));
+    }
+    table.append(body);
+    box.append(el("div", { class: "panel" }, table));
+  }
+
   function renderPartitions(report) {
     const box = document.getElementById("partitions");
     box.replaceChildren();
@@ -166,6 +203,24 @@
     Plotly.react("chart-dlq", traces(times, dlq), layout("messages/s"), config);
   }
 
+  function renderTriggerCharts(report) {
+    if (typeof Plotly === "undefined") return;
+    const rules = ((report.triggers || {}).rules || []);
+    const names = rules.map((r) => r.rule);
+    const parts = [["sent", (r) => r.sent], ["held out", (r) => r.heldOut], ["pending", (r) => r.pending],
+      ["suppressed", (r) => sum(r.suppressed)], ["cancelled", (r) => sum(r.cancelled)]];
+    const bars = parts.map(([name, get]) => ({ x: names, y: rules.map(get), name, type: "bar" }));
+    const barLayout = Object.assign(layout("messages"), { barmode: "stack", xaxis: { type: "category" } });
+    Plotly.react("chart-triggers", bars, barLayout, config);
+    const rate = (n, of) => (of ? 100 * n / of : null);
+    const conv = [
+      { x: names, y: rules.map((r) => rate(r.convertedSent, r.sent)), name: "sent", type: "bar" },
+      { x: names, y: rules.map((r) => rate(r.convertedHeldOut, r.heldOut)), name: "held out", type: "bar" },
+    ];
+    const convLayout = Object.assign(layout("% converted"), { barmode: "group", xaxis: { type: "category" } });
+    Plotly.react("chart-conversions", conv, convLayout, config);
+  }
+
   function renderMeta() {
     const meta = document.getElementById("meta");
     if (!lastReport) return;
@@ -193,8 +248,10 @@
       lastFetchOk = true;
       renderGroups(report);
       renderFigures(report);
+      renderTriggers(report);
       renderPartitions(report);
       renderCharts(report);
+      renderTriggerCharts(report);
       document.body.dataset.samples = String(report.history.at.length);
       delay = Math.min(10000, Math.max(1000, report.interval_seconds * 1000));
     } catch (err) {

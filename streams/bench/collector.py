@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import orjson
 import psutil
@@ -232,7 +233,7 @@ async def run_bench(
     proc: subprocess.Popen | None = None
     try:
         samples = [sample_event(i, run) for i in range(events)]
-        now = logic.parse_time("2026-11-01T10:00:01Z")
+        now = datetime(2026, 11, 1, 10, 0, 1, tzinfo=UTC)
         values = []
         for raw in samples:
             routed = logic.normalize_event(raw, index=None, path_type=None, key_source="web",

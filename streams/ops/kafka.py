@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.compat import describe_group
+from streams.events.time import utc_now
 from streams.ops.models import GroupState, Member, Observation, PartitionOffsets
 
 log = logging.getLogger(__name__)
@@ -25,9 +26,6 @@ log = logging.getLogger(__name__)
 # ("consumer"), and groups that only commit offsets without joining ("").
 _CONSUMER_PROTOCOLS = ("consumer", "")
 
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class KafkaLagSource:

@@ -14,9 +14,10 @@ import logging
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from streams.events.time import utc_now
 from streams.ops.logic import build_report, history_point, trim_window
 from streams.ops.models import (
     HistoryPoint,
@@ -36,9 +37,6 @@ Observe = Callable[[], Awaitable[Observation]]
 ReadFigures = Callable[[], Awaitable[Sequence[PipelineFigure]]]
 ReadTriggers = Callable[[], Awaitable[TriggerFigures]]
 
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class LagSampler:

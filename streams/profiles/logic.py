@@ -1,4 +1,5 @@
-"""Pure logic of the profile stage: decode, fold, merge, and resolve a run of events.
+"""Pure logic of the profile stage: fold, merge, and resolve a run of events (decoding
+is ``streams.profiles.decode``).
 
 No Kafka, no SQLAlchemy: typed values in, plans and documents out.
 
@@ -18,222 +19,24 @@ id)), so ``merge_profiles`` gives the same document whichever side survives.
 from __future__ import annotations
 
 import copy
-import functools
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import orjson
-
-from streams.events.derive import canonical_channel, derive_source
-from streams.identity.logic import canonical_type, normalize_value, resolve, usable_identifiers
+from streams.identity.logic import resolve, usable_identifiers
 from streams.identity.models import (
-    ANONYMOUS_ID,
-    DEVICE_ID,
-    EMAIL,
-    PHONE,
-    USER_ID,
     IdentityRules,
-    id_key,
 )
+from streams.profiles.decode import local_hour, zone_named
 from streams.profiles.models import (
-    EVENT_TYPES,
     EventKey,
     FoldEvent,
-    InvalidEvent,
-    iso,
     profile_id_for,
 )
 
 RECENT_ITEMS = 10  # recently viewed items kept per profile
 NOTES_KEPT = 50  # identity notes (dropped identifiers) kept per profile
-MAX_MESSAGE_ID = 200
-
-
-
-# --- decoding ---------------------------------------------------------------------------
-def parse_time(value: object) -> datetime | None:
-    """An ISO-8601 string as an aware UTC datetime; None when absent or unparseable."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
-def _str(value: object, limit: int = 256) -> str | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float):
-        value = str(value)
-    if not isinstance(value, str):
-        return None
-    value = value.strip()
-    return value[:limit] or None
-
-
-def _dict(value: object) -> dict:
-    return value if isinstance(value, dict) else {}
-
-
-def derive_source_channel(doc: dict) -> tuple[str, str | None]:
-    """(source, social channel) of an event, by the ingestion domain's rules (see
-    schemas/README.md), so the worker, the oracle and a rebuild read the same values.
-
-    A validated event carries ``source`` (processing-side validation fills it in with
-    the same ``derive_source``); the channel is the event's ``socialChannel``, which
-    only social interactions (on ``events.social``) carry.
-    """
-    return derive_source(doc, None), canonical_channel(doc.get("socialChannel"))
-
-
-def extract_identifiers(doc: dict) -> tuple[str, ...]:
-    """Every normalized identifier an envelope carries (blocked values included).
-
-    anonymousId, userId, alias ``previousId`` (as an anonymous_id), ``traits`` and
-    ``context.traits`` email and phone, ``context.device.id``, and every
-    ``context.externalIds[]`` entry (social channel ids and handles, custom types).
-    """
-    found: list[tuple[str, object]] = [
-        (ANONYMOUS_ID, doc.get("anonymousId")),
-        (USER_ID, doc.get("userId")),
-    ]
-    if doc.get("type") == "alias":
-        found.append((ANONYMOUS_ID, doc.get("previousId")))
-    context = _dict(doc.get("context"))
-    for traits in (_dict(doc.get("traits")), _dict(context.get("traits"))):
-        found.append((EMAIL, traits.get("email")))
-        found.append((PHONE, traits.get("phone")))
-    found.append((DEVICE_ID, _dict(context.get("device")).get("id")))
-    external = context.get("externalIds")
-    if isinstance(external, list):
-        for entry in external:
-            entry = _dict(entry)
-            id_type = canonical_type(_str(entry.get("type"), 64) or "")
-            if id_type:
-                found.append((id_type, entry.get("id")))
-    keys = []
-    for id_type, raw in found:
-        value = normalize_value(id_type, raw)
-        if value is not None:
-            keys.append(id_key(id_type, value))
-    return tuple(sorted(set(keys)))
-
-
-def _scalar_map(value: object, limit: int = 100) -> dict[str, Any]:
-    """Keep JSON scalars and small lists/dicts; the key count is bounded."""
-    out: dict[str, Any] = {}
-    for k, v in list(_dict(value).items())[:limit]:
-        if isinstance(k, str) and k:
-            out[k[:128]] = v
-    return out
-
-
-def decode_envelope(doc: object, when: datetime | None = None) -> FoldEvent | InvalidEvent:
-    """A Segment-spec envelope (already parsed JSON) as a ``FoldEvent``, or why not.
-
-    This is the single swap point for the ingestion domain's validator: whatever
-    validates the envelope must hand back a dict for this function to reduce.
-    ``when``: the event time when the validator already parsed ``timestamp`` (saves
-    parsing it twice on the hot path); otherwise it is read from the envelope.
-    """
-    if not isinstance(doc, dict):
-        return InvalidEvent("event is not a JSON object")
-    kind = doc.get("type")
-    if kind not in EVENT_TYPES:
-        return InvalidEvent(f"type: must be one of {', '.join(EVENT_TYPES)}, got {kind!r}")
-    message_id = _str(doc.get("messageId"), MAX_MESSAGE_ID + 1)
-    if message_id is None:
-        return InvalidEvent("messageId: missing")
-    if len(message_id) > MAX_MESSAGE_ID:
-        return InvalidEvent(f"messageId: longer than {MAX_MESSAGE_ID} characters")
-    if _str(doc.get("userId")) is None and _str(doc.get("anonymousId")) is None:
-        return InvalidEvent("userId/anonymousId: at least one is required")
-    for name in () if when is not None else (
-            "timestamp", "originalTimestamp", "receivedAt", "sentAt"):
-        if name in doc and doc[name] is not None:
-            when = parse_time(doc[name])
-            if when is None:
-                return InvalidEvent(f"{name}: not an ISO-8601 time: {str(doc[name])[:40]!r}")
-            break
-    if when is None:
-        return InvalidEvent("timestamp: missing (and no receivedAt or sentAt)")
-    context = _dict(doc.get("context"))
-    properties = _dict(doc.get("properties"))
-    traits = _scalar_map(doc.get("traits")) if kind == "identify" else {}
-    preferences = _scalar_map(traits.pop("preferences", None)) if traits else {}
-    consent_raw = traits.pop("consent", None) if traits else None
-    consent = {k: v for k, v in _scalar_map(consent_raw).items() if isinstance(v, bool)}
-    source, channel = derive_source_channel(doc)
-    device_ctx = _dict(context.get("device"))
-    os_ctx = _dict(context.get("os"))
-    device = {k: v for k, v in (
-        ("id", _str(device_ctx.get("id"))),
-        ("type", _str(device_ctx.get("type"), 64)),
-        ("manufacturer", _str(device_ctx.get("manufacturer"), 64)),
-        ("model", _str(device_ctx.get("model"), 64)),
-        ("os", _str(os_ctx.get("name"), 64)),
-    ) if v}
-    tz = _str(context.get("timezone"), 64)
-    event_name = _str(doc.get("event")) if kind == "track" else _str(doc.get("name"))
-    item = None
-    for name in ("product_id", "item_id", "sku", "content_id", "post_id"):
-        item = _str(properties.get(name), 128)
-        if item:
-            break
-    category = _str(properties.get("category"), 128) or _str(properties.get("genre"), 128)
-    return FoldEvent(
-        message_id=message_id, time=iso(when), type=kind,
-        identifiers=extract_identifiers(doc), source=source, channel=channel,
-        event=event_name, category=category, item=item, traits=traits,
-        preferences=preferences, consent=consent, timezone=tz if valid_timezone(tz) else None,
-        device=device,
-    )
-
-
-def decode_record(value: bytes | None) -> FoldEvent | InvalidEvent:
-    """A Kafka record value as a ``FoldEvent``, or the reason it cannot be one.
-
-    A missing messageId is derived from the record's bytes, so that a redelivered
-    copy of the same record still deduplicates.
-    """
-    if not value:
-        return InvalidEvent("empty value")
-    try:
-        doc = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        return InvalidEvent(f"value is not JSON: {exc}")
-    if isinstance(doc, dict) and not doc.get("messageId"):
-        doc["messageId"] = "h-" + hashlib.sha256(value).hexdigest()[:32]
-    return decode_envelope(doc)
-
-
-@functools.lru_cache(maxsize=512)
-def _zone(name: str) -> ZoneInfo | None:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        return None
-
-
-def valid_timezone(name: str | None) -> bool:
-    """True when ``name`` is an IANA time zone this machine knows."""
-    return bool(name) and _zone(name) is not None  # type: ignore[arg-type]
-
-
-def local_hour(time: str, tz: str | None) -> int | None:
-    """Hour of day of ``time`` in zone ``tz``; None when there is no usable zone."""
-    zone = _zone(tz) if tz else None
-    if zone is None:
-        return None
-    return datetime.fromisoformat(time.replace("Z", "+00:00")).astimezone(zone).hour
 
 
 # --- the profile document ----------------------------------------------------------
@@ -549,7 +352,7 @@ def profile_view(profile: dict, now: datetime) -> dict[str, Any]:
     for h, n in profile["hours"]["local"].items():
         hours[int(h)] += n
     offset = 0
-    zone = _zone(tz) if tz else None
+    zone = zone_named(tz) if tz else None
     if zone is not None:
         delta = now.astimezone(zone).utcoffset()
         offset = int(delta.total_seconds() // 3600) if delta else 0

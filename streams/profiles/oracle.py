@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from streams.identity.models import IdentityRules
-from streams.profiles.logic import decode_envelope, decode_record, replay
+from streams.profiles.decode import decode_envelope, decode_record
+from streams.profiles.logic import replay
 from streams.profiles.models import FoldEvent, InvalidEvent
 
 

@@ -10,7 +10,7 @@ from streams.events.models import InvalidRecord
 from streams.events.topics import TopicKinds
 from streams.events.validate import validate_record
 from streams.pipeline.stage import Raw
-from streams.profiles.logic import decode_envelope
+from streams.profiles.decode import decode_envelope
 from streams.profiles.models import FoldEvent, InvalidEvent
 from streams.profiles.store import BatchOutcome, ProfileStore
 from streams.settings import Settings

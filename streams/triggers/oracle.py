@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from streams.identity.models import IdentityRules
-from streams.profiles.logic import canonical, decode_envelope, replay
+from streams.profiles.decode import decode_envelope
+from streams.profiles.logic import canonical, replay
 from streams.profiles.models import FoldEvent
 from streams.triggers.logic import decide_send, plan_schedules
 from streams.triggers.models import Person, Send, SentRecord

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from streams.db import async_engine
 from streams.pipeline.policy import RetryPolicy
-from streams.profiles.logic import decode_envelope
+from streams.profiles.decode import decode_envelope
 from streams.profiles.models import FoldEvent
 from streams.profiles.oracle import oracle
 from streams.profiles.store import ProfileStore, create_schema, drop_schema

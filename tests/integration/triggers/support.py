@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaProducer
 
 from streams.db import async_engine
 from streams.ingest.kafka import read_topic
-from streams.profiles.logic import decode_envelope
+from streams.profiles.decode import decode_envelope
 from streams.profiles.store import ProfileStore
 from streams.settings import Settings
 from streams.topics import ensure_topics

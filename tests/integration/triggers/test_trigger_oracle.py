@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from streams.db import async_engine
 from streams.ingest.kafka import read_topic
 from streams.pipeline.policy import RetryPolicy
-from streams.profiles.logic import decode_envelope
+from streams.profiles.decode import decode_envelope
 from streams.profiles.store import ProfileStore
 from streams.topics import ensure_topics
 from streams.triggers.oracle import expected_messages

@@ -11,12 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.identity.logic import usable_identifiers
+from streams.profiles.decode import decode_envelope, decode_record, derive_source_channel
 from streams.profiles.logic import (
     Graph,
     canonical,
-    decode_envelope,
-    decode_record,
-    derive_source_channel,
     fold_event,
     merge_profiles,
     needs_replay,

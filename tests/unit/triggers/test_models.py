@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.profiles.logic import decode_envelope, fold_event, new_profile
+from streams.profiles.decode import decode_envelope
+from streams.profiles.logic import fold_event, new_profile
 from streams.profiles.models import FoldEvent
 from streams.triggers.logic import plan_schedules
 from streams.triggers.models import Person, TriggerEvent, social_action

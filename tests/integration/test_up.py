@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -23,6 +24,17 @@ def profile_event_count(settings) -> int:
     with psycopg.connect(host=t.host, port=t.port, user=t.user, password=t.password,
                          dbname=t.dbname) as conn:
         return conn.execute("SELECT count(*) FROM profile_events").fetchone()[0]
+
+
+def message_count(settings) -> int:
+    """Messages on the messages topic (read from its start)."""
+    from streams.ingest.kafka import read_topic
+
+    async def count() -> int:
+        topic = settings.topic(settings.topic_messages)
+        return len([r async for r in read_topic(settings, topic, idle_seconds=1.0)])
+
+    return asyncio.run(count())
 
 
 def test_up_runs_worker_server_and_demo_traffic_then_stops_them(make_settings, tmp_path):
@@ -56,6 +68,12 @@ def test_up_runs_worker_server_and_demo_traffic_then_stops_them(make_settings, t
         while profile_event_count(settings) < before + 20 and time.monotonic() < deadline:
             time.sleep(1)
         assert profile_event_count(settings) >= before + 20, "no demo events reached profiles"
+        # ... and the trigger stage answers them: a visible stream of messages (welcomes
+        # within seconds for the demo people whose local time is outside quiet hours).
+        deadline = time.monotonic() + 60
+        while not message_count(settings) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert message_count(settings) > 0, "no messages from the demo traffic"
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         rest, _ = proc.communicate(timeout=60)

@@ -126,6 +126,13 @@ def worker() -> None:
 
     settings = settings_or_exit()
     configure_logging(settings)
+    if settings.triggers_enabled:  # a bad rules file: every problem named, before Kafka
+        from streams.triggers.rules import RulesError, load_rules
+
+        try:
+            load_rules(settings.triggers_file)
+        except RulesError as exc:
+            fail(f"STREAMS_TRIGGERS_FILE: {exc}", code=2)
     try:
         # Before Kafka: a port already taken is a configuration error, found at once.
         metrics_server = serve_worker_metrics(settings)

@@ -237,6 +237,7 @@ def register_stage(app: Any, settings: Settings, spec: StageSpec) -> None:
             detector, hold=lambda event: event.message.incref(), ack=stream.ack, crash=crash)
         await runner.run(stream.take_events(settings.batch_size, within=settings.batch_seconds))
 
+    agent.__name__ = agent.__qualname__ = spec.name  # how faust's logs name the agent
     app.agent(topics, name=spec.name)(agent)
 
 

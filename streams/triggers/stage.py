@@ -43,7 +43,7 @@ from streams.profiles import feed
 from streams.settings import Settings
 from streams.triggers import store
 from streams.triggers.logic import cancel_reason, converted, decide_send, outcome, plan_schedules
-from streams.triggers.models import Cancel, Hold, HoldOut, Person, Send, Suppress
+from streams.triggers.models import Cancel, Hold, HoldOut, Person, Send, SentRecord, Suppress
 from streams.triggers.rules import RuleSet, load_rules
 
 log = logging.getLogger(__name__)
@@ -162,8 +162,7 @@ class TriggerStage:
                         decisions.append(entry)
                         continue
                     sends.append((row, decision))
-                    history.append(store.SentRecord(now, decision.channel, row.rule,
-                                                    row.message_id))
+                    history.append(SentRecord(now, decision.channel, row.rule, row.message_id))
                 decisions.append(entry)
             if sends:
                 await self._produce(sends)

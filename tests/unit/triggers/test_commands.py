@@ -183,3 +183,15 @@ def test_stats_on_an_unreachable_database_never_prints_the_password(runner, monk
     assert "cannot read the schedule from postgresql+psycopg://streams:***@127.0.0.1:1" \
         in " ".join(result.stderr.split())
     assert "hunter2" not in result.output + result.stderr
+
+
+def test_worker_refuses_a_bad_rules_file_naming_each_problem(tmp_path, monkeypatch):
+    bad = tmp_path / "rules.toml"
+    bad.write_text('[rules.x]\nkind = "welcome"\ndelay = "soon"\n')
+    monkeypatch.setenv("STREAMS_TRIGGERS_FILE", str(bad))
+    result = CliRunner().invoke(main, ["worker"])
+    assert result.exit_code == 2
+    assert "STREAMS_TRIGGERS_FILE" in result.output
+    output = " ".join(result.output.split())  # rich wraps long lines
+    assert "rule 'x': delay: must be a duration" in output
+    assert "Traceback" not in result.output

@@ -15,6 +15,7 @@ bench polls the rows until none is pending.
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -176,11 +177,22 @@ def start_emitters(settings: Settings, count: int, rules_path: Path) -> list[sub
 
 
 async def _wait_ready(procs: list[subprocess.Popen], within: float = 60.0) -> None:
+    """Wait until every emitter has said ``ready`` (non-blocking reads: no thread)."""
+    deadline = time.monotonic() + within
     for proc in procs:
         assert proc.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), within)
-        if line.strip() != b"ready":
-            raise RuntimeError(f"an emitter exited with status {proc.poll()} before it was ready")
+        fd = proc.stdout.fileno()
+        os.set_blocking(fd, False)
+        said = b""
+        while b"ready" not in said:
+            if proc.poll() is not None:
+                raise RuntimeError(f"an emitter exited with status {proc.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"an emitter was not ready within {within:.0f}s")
+            try:
+                said += os.read(fd, 64)
+            except BlockingIOError:
+                await asyncio.sleep(0.05)
 
 
 def _cpu(procs: list[subprocess.Popen]) -> float:

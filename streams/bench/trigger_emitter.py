@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import signal
 
+# The worker has the profile store imported, which has psycopg decode JSON with orjson;
+# without it the emitter would decode profiles with the standard library's json, slower.
+import streams.profiles.store  # noqa: F401
 from streams.db import async_engine
 from streams.settings import load_settings
 from streams.triggers.agents import make_message_producer

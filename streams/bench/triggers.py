@@ -41,6 +41,8 @@ from streams.settings import Settings, load_settings
 TARGET_RATIO = 0.90
 TARGET_P99_SECONDS = 1.0
 TARGET_BURST_RATE = 10_000
+# ``--quick``: counts small enough for CI, large enough for a few offset commits.
+QUICK = {"people": 5000, "messages": 500, "spread_seconds": 5.0}
 
 
 @dataclass
@@ -54,6 +56,7 @@ class EndToEndResult:
     statuses: dict[str, int] = field(default_factory=dict)  # rows by status, rules on
     drain_seconds: float | None = None  # after the fold caught up, until the stage had
     zone: str = ""
+    topic_prefix: str = ""  # the bench's topics; its schemas are bench_<the same tag>*
 
     @property
     def ratio(self) -> float:
@@ -103,7 +106,8 @@ async def end_to_end(settings: Settings, engine, people: int, per_profile: int,
 
     total = people * per_profile
     zone = midday_zone(datetime.now(UTC))
-    result = EndToEndResult(events=total, people=people, zone=zone)
+    result = EndToEndResult(events=total, people=people, zone=zone,
+                            topic_prefix=settings.topic_prefix)
     # 10 ms apart, ending a minute ago: every welcome (5 s delay, 1 day expiry) is due.
     start = time.time() - total * 0.01 - 60
     say(f"producing {total:,} events for {people:,} people...")
@@ -225,14 +229,15 @@ def report(e2e: EndToEndResult, due: DueLoopResult, settings: Settings) -> Table
 @click.option("--emitters", default=2, show_default=True, type=click.IntRange(1, 16),
               help="Emitter processes (TriggerStage.run each) in the due-loop phases.")
 @click.option("--quick", is_flag=True,
-              help="Small counts (2,000 people, 500 messages over 5 s) for CI.")
+              help="Small counts (5,000 people, 500 messages over 5 s) for CI.")
 @click.option("--keep", is_flag=True, help="Keep the bench schemas and topics.")
 def triggers(people: int, events_per_profile: int, messages: int, spread_seconds: float,
              emitters: int, quick: bool, keep: bool) -> None:
     """Trigger stage: end-to-end events/s with the rules on vs off; delay past due of
     messages due over a minute; messages emitted per second when all are due at once."""
     if quick:
-        people, messages, spread_seconds = 2000, 500, 5.0
+        people, messages, spread_seconds = (QUICK["people"], QUICK["messages"],
+                                            QUICK["spread_seconds"])
     settings = load_settings()
     e2e, due = asyncio.run(run_bench(settings, people=people, per_profile=events_per_profile,
                                      messages=messages, spread_seconds=spread_seconds,

@@ -279,10 +279,11 @@ async def due_loop(settings: Settings, engine, *, messages: int, spread_seconds:
         procs = start_emitters(settings, emitters, rules_path)
         try:
             await _wait_ready(procs)
-            # Phase 1: due evenly over the window, starting 2 s from now (after the UPDATE).
+            # Phase 1: due evenly over the window, starting once the UPDATE has committed
+            # (it takes about 3 s for 100,000 rows here; a late start would count as delay).
             say(f"{messages:,} messages due evenly over {spread_seconds:.0f}s, "
                 f"{emitters} emitter process(es)...")
-            first_due = datetime.now(UTC) + timedelta(seconds=2)
+            first_due = datetime.now(UTC) + timedelta(seconds=max(3.0, messages / 10_000))
             async with engine.begin() as conn:
                 await conn.execute(set_path)
                 await conn.execute(text(

@@ -361,12 +361,14 @@ main.add_command(_lag_command)
 
 # --- profiles domain ------------------------------------------------------------------
 from streams.bench.pipeline import pipeline as _pipeline_bench  # noqa: E402
+from streams.bench.triggers import triggers as _triggers_bench  # noqa: E402
 from streams.profiles.commands import profile as _profile_group  # noqa: E402
 from streams.profiles.commands import rebuild_cmd as _rebuild  # noqa: E402
 
 main.add_command(_profile_group)
 main.add_command(_rebuild)
 bench.add_command(_pipeline_bench)
+bench.add_command(_triggers_bench)
 
 
 # --- triggers domain: `streams triggers ...`, `streams messages tail` -----------------

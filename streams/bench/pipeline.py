@@ -39,9 +39,11 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def make_events(people: int, events: int, seed: int = 1, start: float | None = None,
-                prefix: str = "b") -> list[tuple[bytes, bytes, str]]:
+                prefix: str = "b", timezone: str = "Europe/Paris"
+                ) -> list[tuple[bytes, bytes, str]]:
     """(key, value, topic kind) for ``events`` envelopes spread over ``people`` people:
-    anonymous views first, then identifies linking a user id, then clicks. Pure."""
+    anonymous views first, then identifies linking a user id, then clicks, 10 ms apart
+    from ``start`` (epoch seconds), all from people in ``timezone``. Pure."""
     rnd = random.Random(seed)
     base = start if start is not None else 1_772_000_000.0
     out = []
@@ -53,7 +55,7 @@ def make_events(people: int, events: int, seed: int = 1, start: float | None = N
                      "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S",
                                                 time.gmtime(base + i * 0.01)) + "Z",
                      "source": rnd.choice(["web", "mobile", "smartwatch"]),
-                     "context": {"timezone": "Europe/Paris"}}
+                     "context": {"timezone": timezone}}
         if step % 3 == 1:
             doc.update(type="identify", userId=f"{prefix}-u{person}",
                        traits={"email": f"{prefix}{person}@example.test", "plan": "pro"})
@@ -269,15 +271,11 @@ def pipeline(people: int, events_per_profile: int, latency_seconds: float, keep:
 async def _pipeline(people: int, per_profile: int, latency_seconds: float, keep: bool,
                     in_process: bool = True) -> None:
     from streams.db import async_engine
-    from streams.profiles.store import create_schema, drop_schema
+    from streams.profiles.store import create_schema
     from streams.topics import ensure_topics
 
-    tag = uuid.uuid4().hex[:8]
-    base = load_settings()
-    settings = base.model_copy(update={
-        "topic_prefix": f"bench{tag}.", "consumer_group": f"bench-fold-{tag}",
-        "profiles_schema": f"bench_{tag}", "topic_partitions": 4,
-    })
+    settings = bench_settings(load_settings())
+    tag = settings.consumer_group.rsplit("-", 1)[1]
     engine = async_engine(settings, pool_size=1, max_overflow=0)
     await create_schema(engine, settings.profiles_schema)
     schemas = [settings.profiles_schema]
@@ -347,14 +345,33 @@ async def _pipeline(people: int, per_profile: int, latency_seconds: float, keep:
         for p in procs:
             stop_session(p)
         if not keep:
-            for schema in schemas:
-                await drop_schema(engine, schema)
-            admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-            await admin.start()
-            try:
-                await admin.delete_topics(list(settings.all_topics))
-            except Exception:  # noqa: BLE001 - leftover bench topics are harmless
-                pass
-            finally:
-                await admin.close()
+            await drop_bench(settings, engine, schemas)
         await engine.dispose()
+
+
+def bench_settings(base: Settings, **updates) -> Settings:
+    """``base`` with a unique topic prefix, consumer group and profiles schema, and 4
+    partitions per topic: a bench's own world, which ``drop_bench`` removes. Pure."""
+    tag = uuid.uuid4().hex[:8]
+    return base.model_copy(update={
+        "topic_prefix": f"bench{tag}.", "consumer_group": f"bench-fold-{tag}",
+        "profiles_schema": f"bench_{tag}", "topic_partitions": 4, **updates,
+    })
+
+
+async def drop_bench(settings: Settings, engine, schemas: list[str],
+                     extra_topics: tuple[str, ...] = ()) -> None:
+    """Drop a bench's schemas and delete its topics (a leftover topic is harmless: a
+    failure to delete is ignored). Blocks on PostgreSQL and Kafka."""
+    from streams.profiles.store import drop_schema
+
+    for schema in schemas:
+        await drop_schema(engine, schema)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([*settings.all_topics, *extra_topics])
+    except Exception:  # noqa: BLE001 - leftover bench topics are harmless
+        pass
+    finally:
+        await admin.close()

@@ -97,7 +97,7 @@ def _free_port() -> int:
 
 async def measure_raw_producer(settings: Settings, values: list[tuple[str, bytes, bytes]]) -> float:
     """Seconds the raw producer takes to send and get acknowledged every value."""
-    from streams.ingest.kafka import make_producer
+    from streams.kafka import make_producer
 
     producer = make_producer(settings)
     await producer.start()
@@ -118,7 +118,7 @@ async def measure_raw_writer(settings: Settings, values: list[tuple[str, bytes, 
                              chunk: int) -> float:
     """Seconds the collector's own batching writer takes for every value, without HTTP,
     parsing or validation (in chunks of ``chunk`` records, as requests would)."""
-    from streams.ingest.kafka import EventWriter, OutgoingRecord
+    from streams.kafka import EventWriter, OutgoingRecord
 
     writer = EventWriter(settings)
     await writer.start()

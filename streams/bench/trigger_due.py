@@ -114,7 +114,7 @@ async def seed(settings: Settings, engine, people: int, say=print) -> int:
     intents for each, parked at due time infinity. Returns the rows stored. Blocks."""
     from streams.profiles import feed
     from streams.profiles import tables as profile_tables
-    from streams.profiles.logic import decode_envelope
+    from streams.profiles.decode import decode_envelope
     from streams.profiles.store import ProfileStore
     from streams.triggers import store
     from streams.triggers.logic import plan_schedules
@@ -219,7 +219,7 @@ async def _until_sent(engine, settings: Settings, rule: str, limit_s: float,
 
 async def _records(settings: Settings) -> dict[str, tuple[str, int, bytes, bytes]]:
     """messageId -> (rule, record timestamp ms, key, value) of the messages topic."""
-    from streams.ingest.kafka import read_topic
+    from streams.kafka import read_topic
 
     out: dict[str, tuple[str, int, bytes, bytes]] = {}
     async for r in read_topic(settings, settings.topic(settings.topic_messages)):

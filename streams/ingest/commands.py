@@ -30,7 +30,7 @@ def dlq() -> None:
 
 async def _read_dead_letters(settings: Settings, origin: str | None, topic: str | None):
     from streams.events.dlq import read_dead_letter
-    from streams.ingest.kafka import read_topic
+    from streams.kafka import read_topic
 
     letters = []
     async for record in read_topic(settings, settings.kafka.dlq):
@@ -118,8 +118,8 @@ def _load_fixed(path: Path) -> dict[tuple[int, int], dict]:
 async def _replay(settings: Settings, letters, fixed, dry_run: bool):
     from streams.events.dlq import HEADER_REPLAYED
     from streams.events.time import utc_now
-    from streams.ingest.kafka import EventWriter, OutgoingRecord
     from streams.ingest.replay import Replay, plan_replay
+    from streams.kafka import EventWriter, OutgoingRecord
 
     topics = {k: settings.kafka.event_topic(k) for k in ("click", "view", "social", "identify")}
     now = utc_now()

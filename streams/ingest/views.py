@@ -43,9 +43,9 @@ from streams.events.schemas import SchemaSet, default_schemas
 from streams.events.time import utc_now
 from streams.events.validate import Limits
 from streams.ingest import logic
-from streams.ingest.kafka import EventWriter, OutgoingRecord
 from streams.ingest.metrics import COUNTERS, EVENTS_ACCEPTED, EVENTS_REJECTED, REQUESTS_REFUSED
 from streams.ingest.models import RequestError, RequestPlan
+from streams.kafka import EventWriter, OutgoingRecord
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -145,16 +145,23 @@ _child: dict = {}
 PR_SET_PDEATHSIG = 1
 
 
-def _child_init(settings: Settings, factory: StageFactory, parent: int) -> None:
-    """Runs once in the fold process: die with the worker, ignore the signals meant for
-    it, then build the event loop and the in-process executor that every batch uses."""
+def die_with_parent(parent: int) -> None:
+    """In a child process of the worker: be SIGKILLed when the worker dies (Linux's
+    ``PR_SET_PDEATHSIG``), so a SIGKILLed worker leaves nothing behind; exit now if it
+    is already gone."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: the pool's own pipe still ends us
+    except (OSError, AttributeError):  # not Linux: the parent's pipe still ends us
         pass
     if os.getppid() != parent:  # the worker died before prctl took effect
         os._exit(1)
+
+
+def _child_init(settings: Settings, factory: StageFactory, parent: int) -> None:
+    """Runs once in the fold process: die with the worker, ignore the signals meant for
+    it, then build the event loop and the in-process executor that every batch uses."""
+    die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(settings, "fold")

@@ -1,10 +1,22 @@
-"""The trigger stage in the worker: its plan and emit loops run as a Faust task beside
-the profile stage's agent, in every worker (they share the work through row locks)."""
+"""The trigger stage in the worker: a Faust task starts its plan and emit loops in a
+process of their own beside the worker (and starts another if it dies), in every worker;
+the workers share the work through row locks.
+
+Why another process. The worker's own process is already the busiest (Faust's
+consumption costs as much CPU per event as the fold); the loops there would take their
+CPU from it. The trigger process dies with the worker (``PR_SET_PDEATHSIG``), ignores
+Ctrl-C (the worker stops it), and finishes its round on SIGTERM: a round is one
+transaction, and a message produced but not yet marked sent is produced again later with
+the same id.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
+import signal
 
 import faust
 from aiokafka import AIOKafkaProducer
@@ -12,6 +24,9 @@ from aiokafka import AIOKafkaProducer
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# How long a stopping worker waits for the trigger process to finish its round.
+STOP_GRACE = 10.0
 
 
 def make_message_producer(settings: Settings) -> AIOKafkaProducer:
@@ -22,27 +37,78 @@ def make_message_producer(settings: Settings) -> AIOKafkaProducer:
                             enable_idempotence=True, linger_ms=5)
 
 
-def register(app: faust.App, settings: Settings) -> None:
-    """Run the trigger stage's loops in ``app``'s workers (unless
-    ``STREAMS_TRIGGERS_ENABLED`` is false). The rules file is read now, so a bad one
-    stops the worker at start with errors naming each rule and field."""
-    if not settings.triggers_enabled:
-        return
+async def run_trigger_stage(settings: Settings, stop: asyncio.Event) -> None:
+    """The trigger stage's loops on their own producer and connections, until ``stop``."""
     from streams.db import async_engine
     from streams.triggers.rules import load_rules
     from streams.triggers.stage import TriggerStage
 
     rules = load_rules(settings.triggers_file)
+    producer = make_message_producer(settings)
+    engine = async_engine(settings, pool_size=2, max_overflow=0)
+    await producer.start()
+    try:
+        log.info("triggers: %d rule(s) from %s", len(rules.enabled()), rules.source)
+        await TriggerStage(settings, engine, producer, rules).run(stop)
+    finally:
+        await producer.stop()
+        await engine.dispose()
+
+
+def _trigger_process(settings: Settings, parent: int) -> None:
+    """The trigger process's main: die with the worker, stop on SIGTERM after the round."""
+    from streams.pipeline.executor import die_with_parent
+    from streams.settings import configure_logging
+
+    die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    configure_logging(settings, "triggers")
+    # Profile documents are JSONB: decode them with orjson, as the profile store does.
+    import streams.profiles.store  # noqa: F401
+
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.run_until_complete(run_trigger_stage(settings, stop))
+
+
+async def _ended(process) -> None:  # noqa: ANN001 - a multiprocessing Process
+    """Wait, without polling, until ``process`` exits (its sentinel becomes readable)."""
+    loop = asyncio.get_running_loop()
+    ended = asyncio.Event()
+    loop.add_reader(process.sentinel, ended.set)
+    try:
+        await ended.wait()
+    finally:
+        loop.remove_reader(process.sentinel)
+
+
+def register(app: faust.App, settings: Settings) -> None:
+    """Run the trigger stage beside ``app``'s workers (unless ``STREAMS_TRIGGERS_ENABLED``
+    is false)."""
+    if not settings.triggers_enabled:
+        return
 
     @app.task
     async def send_personalized_messages() -> None:
-        producer = make_message_producer(settings)
-        engine = async_engine(settings, pool_size=2, max_overflow=0)
-        await producer.start()
-        stop = asyncio.Event()
+        context = multiprocessing.get_context("spawn")  # the worker has threads: no fork
+        process = None
         try:
-            log.info("triggers: %d rule(s) from %s", len(rules.enabled()), rules.source)
-            await TriggerStage(settings, engine, producer, rules).run(stop)
+            while True:
+                process = context.Process(target=_trigger_process,
+                                          args=(settings, os.getpid()), name="triggers")
+                process.start()
+                await _ended(process)
+                log.error("the trigger process exited (code %s); starting another",
+                          process.exitcode)
+                await asyncio.sleep(1.0)
         finally:
-            await producer.stop()
-            await engine.dispose()
+            if process is not None and process.is_alive():
+                process.terminate()  # SIGTERM: it finishes its round
+                for _ in range(int(STOP_GRACE / 0.1)):
+                    if not process.is_alive():
+                        break
+                    await asyncio.sleep(0.1)
+                else:
+                    process.kill()
+                process.join(1)

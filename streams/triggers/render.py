@@ -34,8 +34,10 @@ def _recommend(intent: Intent, person: Person) -> list[dict[str, Any]]:
             add(item, category, f"because you viewed {item}")
         if category and not out:
             add(None, category, f"because you browsed {category}")
-    elif intent.kind == "cross_device":
-        what = facts.get("item") or facts.get("category") or facts.get("started")
+    elif intent.kind == "cross_device" and (facts.get("item") or facts.get("category")):
+        # Something to recommend only when the start named an item or a category (the
+        # "why" block says what was started in any case).
+        what = facts.get("item") or facts.get("category")
         add(facts.get("item"), facts.get("category"),
             f"because you started {what} on your {facts.get('device') or 'other device'}")
     elif intent.kind == "social_follow_up" and facts.get("item"):

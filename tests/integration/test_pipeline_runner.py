@@ -16,7 +16,7 @@ from sqlalchemy import text
 from streams.db import async_engine
 from streams.events.dlq import read_dead_letter
 from streams.events.models import DeadLetter
-from streams.ingest.kafka import read_topic
+from streams.kafka import read_topic
 from streams.pipeline.batch import process_batch
 from streams.pipeline.policy import RetryPolicy
 from streams.pipeline.runner import ProducerSink, StageRunner

@@ -28,7 +28,7 @@ def profile_event_count(settings) -> int:
 
 def message_count(settings) -> int:
     """Messages on the messages topic (read from its start)."""
-    from streams.ingest.kafka import read_topic
+    from streams.kafka import read_topic
 
     async def count() -> int:
         topic = settings.topic(settings.topic_messages)

@@ -43,7 +43,7 @@ def upgrade() -> None:
         sa.Column("converted_at", TS),
     )
     op.create_index("scheduled_messages_profile", "scheduled_messages", ["profile_id"])
-    op.create_index("scheduled_messages_due", "scheduled_messages", ["due_at"],
+    op.create_index("scheduled_messages_due", "scheduled_messages", ["due_at", "message_id"],
                     postgresql_where=sa.text("status = 'pending'"))
 
 

@@ -10,7 +10,7 @@ import orjson
 from aiohttp import ClientSession
 
 from streams.events.dlq import read_dead_letter
-from streams.ingest.kafka import ConsumedRecord, read_topic
+from streams.kafka import ConsumedRecord, read_topic
 from streams.settings import Settings
 
 

@@ -9,7 +9,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from streams.db import async_engine
-from streams.ingest.kafka import read_topic
+from streams.kafka import read_topic
 from streams.profiles.decode import decode_envelope
 from streams.profiles.store import ProfileStore
 from streams.settings import Settings

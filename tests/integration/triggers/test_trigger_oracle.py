@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from streams.db import async_engine
-from streams.ingest.kafka import read_topic
+from streams.kafka import read_topic
 from streams.pipeline.policy import RetryPolicy
 from streams.profiles.decode import decode_envelope
 from streams.profiles.store import ProfileStore

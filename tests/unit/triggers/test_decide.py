@@ -146,6 +146,17 @@ def test_cross_device_goes_to_another_device(message_schema):
         "item": "video-7", "category": None, "reason": "because you started video-7 on your ios"}
 
 
+def test_cross_device_start_without_an_item_still_sends_a_valid_message(message_schema):
+    # Found by the trigger oracle's property test: a start naming neither an item nor a
+    # category rendered a recommendation of nothing, which the schema refuses.
+    p = person([phone("s", T0, event="Video Started"), watch("w", at(days=-2))])
+    intent = intent_of(p, "cross_device")
+    send = sent(decide_send(intent, p, [], SENDING, intent.due_at))
+    message_schema.validate(send.message)
+    assert all(r["item"] or r["category"]
+               for r in send.message["personalization"]["recommendations"])
+
+
 def test_re_engagement_waits_for_the_best_hour(message_schema):
     p = person([view("v", T0)])  # active mostly at 19:00 Berlin
     intent = intent_of(p, "re_engagement")

@@ -1,4 +1,6 @@
-"""Kafka side of ingestion: the collector's producer and reading the dead-letter topic.
+"""Kafka I/O shared by the collector and the stages: the batching writer (the collector's
+events, the trigger stage's messages) and reading a topic to its end (dead letters,
+``streams messages tail``, tests).
 
 The producer uses acks=all and idempotence, so an acknowledged write is on every in-sync
 replica and a retried send is never duplicated by the broker.
@@ -68,11 +70,14 @@ class EventWriter:
     put a key on the same partition.
     """
 
-    def __init__(self, settings: Settings, producer: AIOKafkaProducer | None = None):
+    def __init__(self, settings: Settings, producer: AIOKafkaProducer | None = None,
+                 started: bool = False):
+        """``producer``: one of the caller's (made by ``start`` otherwise); ``started``:
+        it is already started, and its owner stops it (``start``/``stop`` not called)."""
         self.settings = settings
         # aiokafka binds a producer to the running loop, so it is made in start().
         self.producer: AIOKafkaProducer | None = producer
-        self._started = False
+        self._started = started and producer is not None
         self._open: dict[tuple[str, int], _OpenBatch] = {}
         self._partitions: dict[str, int] = {}
         self._hashes: dict[bytes, int] = {}

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from streams.events.derive import social_action as derive_social_action
+from streams.events.models import SOCIAL_CHANNELS
+
 # Message ids are UUIDv5 in this namespace of the rule and the triggering events.
 MESSAGE_NAMESPACE = uuid.UUID("3b0f7a52-8c1e-4f0a-b5f4-6a2d9e1c7b40")
 
-SOCIAL_CHANNELS = ("facebook", "instagram", "twitter", "linkedin")
 CHANNELS = ("email", "push", "watch", "web", *SOCIAL_CHANNELS)
 Channel = Literal["email", "push", "watch", "web", "facebook", "instagram", "twitter",
                   "linkedin"]
@@ -37,28 +39,12 @@ CANCEL_REASONS: tuple[str, ...] = CancelReason.__args__  # type: ignore[attr-def
 # The channel an event came from: its source, or its social network.
 SOURCE_CHANNEL = {"web": "web", "mobile": "push", "smartwatch": "watch"}
 
-# Words of a social interaction's event name, per action. The stored event keeps the
-# name but not the collector's socialAction, so it is classified again here, by the
-# same vocabulary (schemas/README.md, "socialAction").
-_ACTION_WORDS = (
-    ("like", ("like", "liked", "likes", "favorite", "favorited", "reaction", "reacted")),
-    ("share", ("share", "shared", "shares", "repost", "reposted", "retweet", "retweeted")),
-    ("comment", ("comment", "commented", "comments", "reply", "replied")),
-    ("follow", ("follow", "followed", "follows", "subscribed", "connect", "connected")),
-    ("mention", ("mention", "mentioned", "mentions", "tagged")),
-    ("message", ("dm", "message", "messaged", "direct")),
-)
-
-
 def social_action(event_name: str | None) -> str | None:
-    """The social action an event name describes (``like``, ``share`` ...), else None."""
-    if not event_name:
-        return None
-    words = event_name.lower().replace("_", " ").replace("-", " ").split()
-    for action, vocabulary in _ACTION_WORDS:
-        if any(word in vocabulary for word in words):
-            return action
-    return None
+    """The social action an event name describes (``like``, ``share`` ...), else None.
+    The stored event keeps the name but not the collector's ``socialAction``, so it is
+    classified again by the contract's own rule (``streams.events.derive``)."""
+    action = derive_social_action(event_name)
+    return None if action == "other" else action
 
 
 def parse_utc(value: str) -> datetime:

@@ -10,8 +10,10 @@ Two loops, each one PostgreSQL transaction per round, several workers sharing th
   planned are cancelled with the reason (exit, superseded, disabled), and sent or
   held-out messages followed by the rule's goal count as converted. The feed is written
   in the fold's own transaction and consumed in this one, so no change is ever lost.
-- **emit**: claim due pending rows (``FOR UPDATE SKIP LOCKED``), lock their people (caps
-  count what another worker just sent), re-decide each from the current profile and
+- **emit**: claim the people of the first due rows that no other worker is deciding
+  about (a per-person advisory lock taken without waiting) with all their due rows, in
+  due order (caps and re-eligibility count what was decided before, as in the
+  reference), re-decide each from the current profile and
   the person's sent history (``logic.decide_send``: forgotten, consent, caps, quiet hours,
   best hour, expiry, exit, control group), produce every message to send (idempotent
   producer, key = profile id) and wait for Kafka's acknowledgement, then record the
@@ -147,14 +149,20 @@ class TriggerStage:
             if not due:
                 return 0
             people = {row.profile_id for row in due}
-            await store.lock_people(conn, people)
             live = await feed.snapshots(conn, sorted(people))
-            moved = {pid for pid in people - set(live) if await feed.where_is(conn, pid)}
+            moved = {}
+            for pid in people - set(live):
+                where = await feed.where_is(conn, pid)
+                if where is not None:
+                    # Merged or renamed: its rows follow it now, to be decided under the
+                    # survivor's lock in a later round (the plan loop would move them too).
+                    await store.repoint(conn, pid, where)
+                    moved[pid] = where
             sent_before = await store.history(conn, people, now - self.history_window)
             decisions, sends = [], []
             for row in due:
                 if row.profile_id in moved:
-                    continue  # merged or renamed: the plan loop moves it first
+                    continue
                 snap = live.get(row.profile_id)
                 person = (Person.from_profile(snap.document, snap.events) if snap
                           else Person.gone(row.profile_id))

@@ -46,8 +46,10 @@ _UPSERT = text(
     f"{S.expires_at}) SELECT m, r, p, i, d, e FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
     "AS x(m text, r text, p uuid, i jsonb, d timestamptz, e timestamptz) "
     f"ON CONFLICT ({S.message_id}) DO UPDATE SET {S.profile_id} = EXCLUDED.{S.profile_id}, "
-    f"{S.intent} = EXCLUDED.{S.intent}, {S.expires_at} = EXCLUDED.{S.expires_at} "
-    f"WHERE {S}.{S.status} = 'pending'")
+    f"{S.intent} = EXCLUDED.{S.intent}, {S.expires_at} = EXCLUDED.{S.expires_at}, "
+    f"{S.due_at} = CASE WHEN {S}.{S.status} = 'cancelled' THEN EXCLUDED.{S.due_at} "
+    f"ELSE {S}.{S.due_at} END, {S.status} = 'pending', {S.reason} = NULL, "
+    f"{S.decided_at} = NULL WHERE {S}.{S.status} IN ('pending', 'cancelled')")
 _REPOINT = text(f"UPDATE {S} SET {S.profile_id} = CAST(:n AS uuid) "
                 f"WHERE {S.profile_id} = CAST(:o AS uuid)")
 _DELETE_OF = text(f"DELETE FROM {S} WHERE {S.profile_id} = CAST(:p AS uuid)")
@@ -60,15 +62,20 @@ _DECIDE = text(
     f"WHERE {S}.{S.message_id} = x.m")
 _CONVERTED = text(f"UPDATE {S} SET {S.converted_at} = CAST(:at AS timestamptz) "
                   f"WHERE {S.message_id} = ANY(:m)")
-_DUE = text(
-    f"SELECT {_COLUMNS} FROM {S} WHERE {S.status} = 'pending' AND {S.due_at} <= :now "
-    f"ORDER BY {S.due_at}, {S.message_id} LIMIT :n FOR UPDATE SKIP LOCKED")
+_DUE_PEOPLE = text(
+    f"SELECT {S.profile_id} FROM {S} WHERE {S.status} = 'pending' AND {S.due_at} <= :now "
+    f"ORDER BY {S.due_at}, {S.message_id} LIMIT :n")
+_TRY_LOCK_PEOPLE = text(
+    "SELECT p FROM unnest(CAST(:p AS text[])) AS p "
+    "WHERE pg_try_advisory_xact_lock(hashtextextended('trigger:' || p, 0))")
+_DUE_OF = text(
+    f"SELECT {_COLUMNS} FROM {S} WHERE {S.profile_id} = ANY(CAST(:p AS uuid[])) "
+    f"AND {S.status} = 'pending' AND {S.due_at} <= :now "
+    f"ORDER BY {S.due_at}, {S.message_id} FOR UPDATE")
 _HISTORY = text(
     f"SELECT {S.profile_id}, {S.sent_at}, {S.channel}, {S.rule}, {S.message_id} FROM {S} "
     f"WHERE {S.profile_id} = ANY(CAST(:p AS uuid[])) AND {S.status} = 'sent' "
     f"AND {S.sent_at} > :since")
-_LOCK_PEOPLE = text("SELECT pg_advisory_xact_lock(hashtextextended('trigger:' || p, 0)) "
-                    "FROM unnest(CAST(:p AS text[])) AS p ORDER BY p")
 _STATS = text(
     f"SELECT {S.rule}, {S.status}, {S.reason}, {S.converted_at} IS NOT NULL, count(*) "
     f"FROM {S} GROUP BY 1, 2, 3, 4")
@@ -94,7 +101,9 @@ async def rows_of(conn: AsyncConnection, profile_ids: Iterable[str]) -> list[Row
 async def upsert_intents(conn: AsyncConnection, intents: Sequence[Intent]) -> None:
     """Store planned intents: new ones as pending; a pending one already stored follows
     its profile (merges, renames) and takes the new plan's facts (its due time, which a
-    hold may have moved, stays). A decided one is left as it is."""
+    hold may have moved, stays); one cancelled because an earlier plan no longer wanted
+    it is pending again (the plan depends on the events, not on the order they came in).
+    One sent, held out or suppressed is left as it is."""
     if intents:
         await conn.execute(_UPSERT, _dumps([
             {"m": i.message_id, "r": i.rule, "p": i.profile_id, "i": i.to_json(),
@@ -129,17 +138,20 @@ async def mark_converted(conn: AsyncConnection, message_ids: Sequence[str],
 
 
 async def claim_due(conn: AsyncConnection, now: datetime, limit: int) -> list[Row]:
-    """Up to ``limit`` pending rows due at ``now``, locked for this transaction (rows
-    another transaction holds are skipped: several workers share the loop)."""
-    return [_row(r) for r in await conn.execute(_DUE, {"now": now, "n": limit})]
-
-
-async def lock_people(conn: AsyncConnection, profile_ids: Iterable[str]) -> None:
-    """Serialize decisions about the same people across workers (frequency caps count
-    what the other decided), in one order so that two workers never deadlock."""
-    ids = sorted(set(profile_ids))
-    if ids:
-        await conn.execute(_LOCK_PEOPLE, {"p": ids})
+    """The people of the first ``limit`` pending rows due at ``now`` that no other
+    transaction is deciding about (a per-person advisory lock, taken without waiting),
+    with every one of their due rows, locked, in the order they fall due. Each person's
+    messages are therefore decided by one transaction at a time and always in due order,
+    however many workers share the loop: frequency caps and re-eligibility count what
+    was decided before, as the reference does."""
+    candidates = [str(r[0]) for r in await conn.execute(_DUE_PEOPLE, {"now": now, "n": limit})]
+    people = sorted(dict.fromkeys(candidates))
+    if not people:
+        return []
+    mine = [str(r[0]) for r in await conn.execute(_TRY_LOCK_PEOPLE, {"p": people})]
+    if not mine:
+        return []
+    return [_row(r) for r in await conn.execute(_DUE_OF, {"p": mine, "now": now})]
 
 
 async def history(conn: AsyncConnection, profile_ids: Iterable[str],

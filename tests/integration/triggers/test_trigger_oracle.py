@@ -33,7 +33,7 @@ IDENTITY = {"identity_limits": {"user_id": "1", "email": "2"}, "identity_default
             "identity_merge_cap": 3}
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 @given(logs=event_logs(min_size=15, max_size=40), seed=st.integers(0, 2**32),
        batch=st.sampled_from([1, 5, 17]), emit_batch=st.sampled_from([1, 3, 200]))
 async def test_messages_depend_only_on_the_log(make_settings, logs, seed, batch, emit_batch):

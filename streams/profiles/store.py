@@ -19,8 +19,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import orjson
-from psycopg.types.json import set_json_dumps, set_json_loads
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -44,9 +42,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# JSONB through orjson: faster than the json module on the hot path.
-set_json_loads(orjson.loads)
-set_json_dumps(lambda obj: orjson.dumps(obj).decode())
 
 # The tables (defined in streams.profiles.tables), under the names this module gave them.
 profiles_table = tables.profiles

@@ -63,9 +63,6 @@ def _trigger_process(settings: Settings, parent: int) -> None:
     die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging(settings, "triggers")
-    # Profile documents are JSONB: decode them with orjson, as the profile store does.
-    import streams.profiles.store  # noqa: F401
-
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

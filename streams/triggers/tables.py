@@ -13,7 +13,6 @@ from sqlalchemy import Column, DateTime, Index, Table, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from streams.db import metadata
-from streams.profiles import tables as _profiles_tables  # noqa: F401  (same metadata)
 
 STATUSES = ("pending", "sent", "held_out", "suppressed", "cancelled")
 

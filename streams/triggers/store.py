@@ -59,7 +59,9 @@ _DECIDE = text(
     f"{S.channel} = coalesce(x.ch, {S}.{S.channel}), {S.message} = x.msg "
     "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(m text, s text, r text, "
     "at timestamptz, due timestamptz, sent timestamptz, ch text, msg jsonb) "
-    f"WHERE {S}.{S.message_id} = x.m")
+    # Only a pending row is decided: a plan round's cancellation that waited behind an
+    # emit round's lock must not overwrite the message it has just sent.
+    f"WHERE {S}.{S.message_id} = x.m AND {S}.{S.status} = 'pending'")
 _CONVERTED = text(f"UPDATE {S} SET {S.converted_at} = CAST(:at AS timestamptz) "
                   f"WHERE {S.message_id} = ANY(:m)")
 _DUE_PEOPLE = text(
@@ -121,9 +123,10 @@ async def delete_of(conn: AsyncConnection, profile_id: str) -> None:
 
 
 async def decide(conn: AsyncConnection, decisions: Sequence[dict]) -> None:
-    """Record decisions: dicts with ``m`` (message id), ``s`` (status), ``r`` (reason),
-    ``at`` (decided at), and optionally ``due`` (the next look, for a hold), ``sent``,
-    ``ch`` (channel) and ``msg`` (the message document)."""
+    """Record decisions on rows still pending: dicts with ``m`` (message id), ``s``
+    (status), ``r`` (reason), ``at`` (decided at), and optionally ``due`` (the next look,
+    for a hold), ``sent``, ``ch`` (channel) and ``msg`` (the message document). A row
+    another round decided meanwhile is left as it is."""
     if decisions:
         await conn.execute(_DECIDE, _dumps([
             {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in d.items()}

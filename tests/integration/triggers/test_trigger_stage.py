@@ -112,3 +112,23 @@ async def test_forgetting_a_person_deletes_their_messages(settings):
         await rig.settle()
         assert await rows(rig) == []
         assert await rig.messages() == []
+
+
+async def test_a_late_cancellation_never_overwrites_a_sent_message(settings):
+    # A plan round's cancel that waited behind an emit round's row lock comes in after
+    # the row was marked sent: the row stays sent.
+    clock = Clock()
+    async with Rig(settings, rules(WELCOME), clock) as rig:
+        await rig.fold(page("s1", "anon-s", 0))
+        await rig.settle()
+        clock.advance(seconds=6)
+        await rig.settle()
+        (row,) = await rows(rig)
+        assert row.status == "sent"
+        async with rig.engine.begin() as conn:
+            await rig.stage._begin(conn)
+            await store.decide(conn, [{"m": row.message_id, "s": "cancelled",
+                                       "r": "superseded", "at": clock.now, "sent": None,
+                                       "msg": None}])
+        (after,) = await rows(rig)
+        assert after.status == "sent" and after.sent_at == row.sent_at

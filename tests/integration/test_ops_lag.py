@@ -155,10 +155,13 @@ async def test_stopped_group_stalls_stops_recovers_and_matches_kafka_tool(
         running = await eventually(partitions_in("running", {Status.OK}), timeout=120,
                                    what="worker group OK on every partition")
         assert running.members == 1 and running.state == "Stable"
-        # Healthy stays healthy: no false alarm over a few windows.
+        # Healthy stays healthy: no STALL, STOP or REWIND over a few windows. A brief
+        # WARNING is tolerated, as in the dashboard test: on a loaded 2-core machine a
+        # consumer 20 events/s behind for a window (commits stretched) meets its rule.
         for _ in range(8):
             await asyncio.sleep(settings.ops_interval)
-            assert await partitions_in("running", {Status.OK})(), trace[-3:]
+            assert await partitions_in("running", {Status.OK, Status.WARNING})(), \
+                describe(trace[-3:])
 
         # 2. Stop the worker while traffic continues: STALL, then STOP; lag grows.
         worker.send_signal(signal.SIGTERM)

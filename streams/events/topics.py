@@ -41,10 +41,6 @@ class TopicKinds:
         kafka = settings.kafka
         return cls.from_names(kafka.click, kafka.view, kafka.social, kafka.identify)
 
-    def topics(self) -> dict[Kind, str]:
-        """Kind -> topic name (empty without a mapping)."""
-        return {kind: topic for topic, kind in self._topics.items()}
-
 
 def topic_for(settings: Settings, kind: Kind) -> str:
     """The full topic name for an event kind."""

@@ -369,23 +369,26 @@ class RuleStats:
 
 
 def tally(rows: Iterable[Mapping[str, Any]], rules: RuleSet | None = None) -> list[RuleStats]:
-    """Per-rule stats from schedule rows ``{"rule", "status", "reason", "converted"}``
+    """Per-rule stats from schedule rows ``{"rule", "status", "reason", "converted"}``,
+    each standing for ``count`` rows when it has one (the store's grouped counts)
     (status: pending or held count as pending; sent, held_out, suppressed, cancelled).
     Every rule of ``rules`` appears, even with nothing scheduled."""
     stats = {name: RuleStats(name) for name in (rules.rules if rules else ())}
     for row in rows:
+        n = int(row.get("count", 1))
         entry = stats.setdefault(row["rule"], RuleStats(row["rule"]))
-        entry.scheduled += 1
+        entry.scheduled += n
         status, reason = row["status"], row.get("reason") or "unknown"
+        converted = n if row.get("converted") else 0
         if status in ("pending", "held"):
-            entry.pending += 1
+            entry.pending += n
         elif status == "sent":
-            entry.sent += 1
-            entry.converted_sent += bool(row.get("converted"))
+            entry.sent += n
+            entry.converted_sent += converted
         elif status == "held_out":
-            entry.held_out += 1
-            entry.converted_held_out += bool(row.get("converted"))
+            entry.held_out += n
+            entry.converted_held_out += converted
         elif status in ("suppressed", "cancelled"):
             bucket = entry.suppressed if status == "suppressed" else entry.cancelled
-            bucket[reason] = bucket.get(reason, 0) + 1
+            bucket[reason] = bucket.get(reason, 0) + n
     return [stats[name] for name in sorted(stats)]

@@ -81,7 +81,6 @@ _HISTORY = text(
 _STATS = text(
     f"SELECT {S.rule}, {S.status}, {S.reason}, {S.converted_at} IS NOT NULL, count(*) "
     f"FROM {S} GROUP BY 1, 2, 3, 4")
-_NEXT_DUE = text(f"SELECT min({S.due_at}) FROM {S} WHERE {S.status} = 'pending'")
 
 
 def _row(r: Sequence[Any]) -> Row:
@@ -170,15 +169,7 @@ async def history(conn: AsyncConnection, profile_ids: Iterable[str],
 
 
 async def stats_rows(conn: AsyncConnection) -> list[dict]:
-    """Counts by (rule, status, reason, converted): what ``logic.tally`` takes,
-    expanded per row of the count."""
-    rows = []
-    for rule, status, reason, converted, n in await conn.execute(_STATS):
-        rows.extend([{"rule": rule, "status": status, "reason": reason,
-                      "converted": converted}] * int(n))
-    return rows
-
-
-async def next_due(conn: AsyncConnection) -> datetime | None:
-    """When the earliest pending message falls due (None: nothing pending)."""
-    return (await conn.execute(_NEXT_DUE)).scalar_one()
+    """Counts by (rule, status, reason, converted), one dict per group with its
+    ``count``: what ``logic.tally`` takes (a few dozen rows, however large the table)."""
+    return [{"rule": rule, "status": status, "reason": reason, "converted": converted,
+             "count": int(n)} for rule, status, reason, converted, n in await conn.execute(_STATS)]

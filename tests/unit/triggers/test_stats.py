@@ -52,3 +52,20 @@ def test_tally_per_rule():
     assert stats["cross_device"].to_json()["scheduled"] == 0
     assert stats["cross_device"].lift is None
     assert stats["old_rule"].pending == 1
+
+
+def test_grouped_counts_tally_as_their_rows():
+    rows = [{"rule": "welcome", "status": "sent", "reason": None, "converted": True},
+            {"rule": "welcome", "status": "sent", "reason": None, "converted": True},
+            {"rule": "welcome", "status": "sent", "reason": None, "converted": False},
+            {"rule": "welcome", "status": "suppressed", "reason": "cap", "converted": False}]
+    grouped = [{"rule": "welcome", "status": "sent", "reason": None, "converted": True,
+                "count": 2},
+               {"rule": "welcome", "status": "sent", "reason": None, "converted": False,
+                "count": 1},
+               {"rule": "welcome", "status": "suppressed", "reason": "cap", "converted": False,
+                "count": 1}]
+    assert [s.to_json() for s in tally(grouped)] == [s.to_json() for s in tally(rows)]
+    (welcome,) = tally(grouped)
+    assert (welcome.scheduled, welcome.sent, welcome.converted_sent) == (4, 3, 2)
+    assert welcome.suppressed == {"cap": 1}

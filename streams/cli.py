@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import click
 from rich.table import Table
@@ -181,18 +183,56 @@ def serve() -> None:
 
 # --- bench ----------------------------------------------------------------------------
 @main.group(invoke_without_command=True)
+@click.option("--quick", is_flag=True,
+              help="Small counts, one repeat, no reference code: keeps the harness working in CI.")
+@click.option("--repeat", type=click.IntRange(1, 20), default=None,
+              help="Repeats of each product figure (default 3; quick: 1).")
+@click.option("--sizes", default=None, metavar="N,N,...",
+              help="Profile counts of the growth runs (default 10000,100000,1000000).")
+@click.option("--main-size", type=int, default=None,
+              help="The size at which the baselines and the other runs are measured "
+                   "(default 100000, or the largest size below it).")
+@click.option("--against", default=None, metavar="REF",
+              help="Also fold with the code of this commit (default 6237909; 'none' to skip).")
+@click.option("--no-triggers", is_flag=True, help="Skip the trigger stage's figures.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("bench-results"), show_default=True,
+              help="Folder of the JSON and Markdown results.")
 @click.pass_context
-def bench(ctx: click.Context) -> None:
+def bench(ctx: click.Context, quick: bool, repeat: int | None, sizes: str | None,
+          main_size: int | None, against: str | None, no_triggers: bool, out: Path) -> None:
     """Benchmarks, each measured against a baseline run in the same process tree.
 
-    Without a subcommand every benchmark runs in turn.
+    Without a subcommand: the harness. Every measurement in one run against the local
+    Kafka and PostgreSQL (baselines, the product, growth), written to OUT as JSON and
+    Markdown; each product figure repeated (median and spread). The full plan takes
+    about an hour on 2 cores; --quick about two minutes.
     """
-    if ctx.invoked_subcommand is None:
-        if not bench.commands:
-            fail("no benchmarks are registered")
-        for name, command in sorted(bench.commands.items()):
-            console.rule(f"bench {name}")
-            ctx.invoke(command)
+    if ctx.invoked_subcommand is not None:
+        return
+    from streams.bench import harness
+
+    plan = harness.QUICK if quick else harness.Plan()
+    updates: dict = {}
+    if repeat is not None:
+        updates["repeat"] = repeat
+    if sizes:
+        try:
+            updates["sizes"] = tuple(sorted(int(x.replace("_", "")) for x in sizes.split(",")))
+        except ValueError:
+            fail(f"--sizes: expected comma-separated profile counts, got {sizes!r}", code=2)
+    if against is not None:
+        updates["against"] = None if against.lower() == "none" else against
+    if no_triggers:
+        updates["triggers"] = None
+    plan = dataclasses.replace(plan, **updates)
+    chosen = main_size or max([s for s in plan.sizes if s <= 100_000] or [min(plan.sizes)])
+    if chosen not in plan.sizes:
+        fail(f"--main-size {chosen} is not one of the sizes {list(plan.sizes)}", code=2)
+    plan = dataclasses.replace(plan, main=chosen)
+    json_path, md_path = harness.run(settings_or_exit(), plan, out)
+    console.print(md_path.read_text())
+    console.print(f"written: {json_path} and {md_path}")
 
 
 # --- ingest: dlq, demo, bench collector ------------------------------------------------

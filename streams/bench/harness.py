@@ -235,6 +235,8 @@ class Harness:
                     r.add("raw.producer.cpu_us", "raw aiokafka producer: CPU µs/event",
                           "µs", m.cpu_us("bench"))
             await produce(settings, iter_events(people, total))
+            r.add(f"bench.rss@{people}", f"bench process RSS after producing ({people:,})",
+                  "MiB", psutil.Process().memory_info().rss / 2**20)
             ends = await end_total(settings)
             if main:
                 for _ in range(self.plan.repeat):

@@ -29,7 +29,7 @@ EXPECTED = [
     f"ref.rate@{SIZE}", f"ref.cpu_us.stage@{SIZE}",
     "collector.raw_rate", "collector.rate", "collector.cpu_us",
     "triggers.off_rate", "triggers.on_rate", "triggers.e2e_ratio", "triggers.burst_rate",
-    "triggers.raw_rate", "triggers.spread_p99_ms", "bench.peak_rss",
+    "triggers.raw_rate", "triggers.spread_p99_ms", "bench.peak_rss", f"bench.rss@{SIZE}",
 ]
 
 

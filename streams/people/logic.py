@@ -42,7 +42,7 @@ BARE_VALUE_TYPES = (USER_ID, EMAIL, DEVICE_ID, ANONYMOUS_ID, *SOCIAL_TYPES, PHON
 TOP_AFFINITIES = 8
 
 # Drawing grid of the identity graph (SVG user units).
-_COL_W, _ROW_H, _TOP, _LEFT, _EVENT_W = 230, 40, 50, 10, 250
+_COL_W, _ROW_H, _TOP, _LEFT, _EVENT_W = 205, 40, 50, 10, 215
 
 
 # --- search ---------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 GET    /people                                 the page (no data in it: public)
 GET    /people/static/{name}                   its script, style sheet and Plotly
-GET    /people/search?q=...                    {"id", "matched"}: a profile id, TYPE:VALUE
-                                               or a bare value; a merged-away id -> survivor
+GET    /people/search?q=...                    {"id", "matched", "followed_from"}: q is a
+                                               profile id, TYPE:VALUE or a bare value; a
+                                               merged-away id answers with its survivor
 GET    /people/{profile_id}.json               everything the page shows (read token)
 GET    /people/{profile_id}/timeline.json      one more timeline page: ?before=CURSOR&limit=N
 DELETE /people/{profile_id}                    forget the person (forget token)
@@ -166,7 +167,8 @@ def register(app: web.Application, settings: Settings,
         found = await request.app[PEOPLE_STORE].locate(lookup)
         if found is None:
             return _error(404, "q", "no person matches that")
-        return _json({"id": found[0], "matched": found[1]})
+        followed = lookup.profile_id if lookup.profile_id not in (None, found[0]) else None
+        return _json({"id": found[0], "matched": found[1], "followed_from": followed})
 
     async def person(request: web.Request) -> web.Response:
         pid = _profile_id(request)

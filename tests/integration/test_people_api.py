@@ -68,7 +68,8 @@ async def test_timeline_of_3000_events_is_paged_off_the_index(make_settings, mon
 
         resp = await client.get("/people/search", params={"q": "anonymous_id:big-anon"},
                                 headers=read)
-        assert (await resp.json()) == {"id": pid, "matched": "anonymous_id:big-anon"}
+        assert (await resp.json()) == {"id": pid, "matched": "anonymous_id:big-anon",
+                                       "followed_from": None}
         resp = await client.get(f"/people/{pid}.json", params={"limit": "100"}, headers=read)
         assert resp.status == 200, await resp.text()
         page = await resp.json()

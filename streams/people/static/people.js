@@ -71,7 +71,7 @@ async function search(q) {
   banner("");
   const { status, body } = await api("/people/search?q=" + encodeURIComponent(q));
   if (status !== 200) { banner(status === 401 ? "A read token is needed." : (body && body.error) || "search failed"); return; }
-  await load(body.id, body.matched);
+  await load(body.followed_from || body.id, body.matched);
 }
 
 async function load(id, matched) {
@@ -118,7 +118,7 @@ function renderGraph(identity) {
   svg.setAttribute("height", d.height);
   svg.setAttribute("viewBox", `0 0 ${d.width} ${d.height}`);
   const pos = {};
-  const W = { event: 240, identifier: 210, merge: 210 };
+  const W = { event: 205, identifier: 190, merge: 190 };  // logic.py spaces columns 205 apart
   for (const n of d.nodes) pos[n.id] = n;
   for (const e of d.edges) {
     const a = pos[e.from], b = pos[e.to];
@@ -144,7 +144,7 @@ function renderGraph(identity) {
     label.setAttribute("x", n.x + 6);
     label.setAttribute("y", n.kind === "header" ? n.y + 14 : n.y + 13);
     label.setAttribute("class", n.kind === "header" ? "header" : "label");
-    label.textContent = n.label.length > 32 ? n.label.slice(0, 31) + "…" : n.label;
+    label.textContent = n.label.length > 28 ? n.label.slice(0, 27) + "…" : n.label;
     const title = document.createElementNS(SVG_NS, "title");
     title.textContent = `${n.label} ${n.sub || ""}`.trim();
     g.append(title, label);
@@ -231,13 +231,22 @@ async function older() {
   else banner((body && body.error) || "could not read older events");
 }
 
+function whyCell(why) {
+  // The sent message's own summary when there is one, else what triggered the plan.
+  const facts = Object.entries(why.facts || {}).filter(([, v]) => v !== null).map(([k, v]) => `${k}: ${v}`);
+  const line = why.summary || [(why.triggerEvents || []).length ? "after " + why.triggerEvents.join(", ") : "",
+    why.originChannel ? "from " + why.originChannel : "", ...facts].filter(Boolean).join(" · ");
+  const details = el("details", {}, el("summary", {}, "details"), el("pre", {}, JSON.stringify(why, null, 2)));
+  return el("td", { class: "why" }, el("div", {}, line || "—"), details);
+}
+
 function renderMessages(m) {
   const counts = Object.entries(m.counts).map(([k, v]) => `${k}: ${v}`).join(" · ");
   $("#message-counts").textContent = m.available ? (counts || "no messages for this person")
     : "the trigger stage's schedule is not in this database";
   fill("#messages", m.messages.map((x) => el("tr", { "data-message-id": x.message_id, "data-status": x.status },
     statusCell(x.status), cell(x.rule), cell(x.channel || (x.planned_channel ? "(" + x.planned_channel + ")" : null)),
-    cell(when(x.due_at)), cell(x.reason), el("td", { class: "why" }, JSON.stringify(x.why)))), "no messages");
+    cell(when(x.due_at)), cell(x.reason), whyCell(x.why))), "no messages");
 }
 
 async function forget() {

@@ -176,6 +176,16 @@ async def test_person_page_end_to_end(make_settings, spawn_worker, monkeypatch):
                 assert await page.inner_text("#pid") == survivor
                 assert merged_away in await page.inner_text("#followed")
 
+                # A fresh tab: /people?token=…&identifier=TYPE:VALUE opens the person, and
+                # the token leaves the address for the tab's sessionStorage.
+                other = await browser.new_context()
+                tab = await other.new_page()
+                await tab.goto(f"{base}/people?token={READ}&identifier=user_id:u-{tag}")
+                await tab.locator("#person").wait_for(state="visible", timeout=20_000)
+                assert await tab.inner_text("#pid") == survivor
+                assert READ not in tab.url
+                await other.close()
+
                 # Forget: a read token is refused, the forget token forgets.
                 await page.click("#forget-open")
                 await page.fill("#forget-token", READ)

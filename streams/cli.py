@@ -369,6 +369,7 @@ def up(fresh: bool, only_infra: bool, demo_rate: float, demo_people: int) -> Non
         click.echo(f"  collector   {base}/v1/batch")
         click.echo(f"  profiles    {base}/v1/profiles?identifier=TYPE:VALUE")
         click.echo(f"  dashboard   {base}/ops")
+        click.echo(f"  people      {base}/people")
         click.echo(f"  metrics     {base}/metrics")
         click.echo(f"  logs        {logs}/")
         if demo_rate > 0:

@@ -9,6 +9,7 @@ not UTF-8, not an object) goes as its raw bytes beside the reason.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -76,11 +77,16 @@ def _dlq_value(
 
 
 def _raw_json(value: object) -> bytes:
-    """``value`` as JSON bytes, or its repr when orjson cannot write it (never raises)."""
+    """``value`` as JSON bytes: by orjson, else by the standard library (no 255-level
+    limit), else a placeholder (deeper than Python recurses). Never raises."""
     try:
         return orjson.dumps(value)
     except (orjson.JSONEncodeError, TypeError):
-        return repr(value).encode("utf-8", "replace")
+        pass
+    try:
+        return json.dumps(value, ensure_ascii=False, default=repr).encode("utf-8", "replace")
+    except (RecursionError, ValueError, TypeError):
+        return b'"(an event too deeply nested to write)"'
 
 
 def dead_letter_for_record(invalid: InvalidRecord, now: datetime) -> DeadLetter:

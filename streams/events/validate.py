@@ -152,7 +152,8 @@ def validate_record(
     """Validate one record read from an event topic; never raises for bad data.
 
     In this order, the first failure deciding the reason: the topic is an event topic;
-    the value is a JSON object; a missing (absent, null or empty) ``messageId`` is
+    the value is at most ``max_event_bytes`` (the collector's 413 for an event); it is a
+    JSON object; a missing (absent, null or empty) ``messageId`` is
     derived from the record's bytes (``derive.message_id_for_record``); ``type`` is
     known, one of ``userId``/``anonymousId`` is given, the type belongs on this topic;
     the topic's schema; every time field is a valid instant in range
@@ -176,6 +177,9 @@ def validate_record(
         return fail(f"topic {topic!r} is not an event topic")
     if not value:
         return fail("empty value", "")
+    if len(value) > limits.max_event_bytes:
+        return fail(f"event is {len(value)} bytes, over the limit of {limits.max_event_bytes}"
+                    " bytes (max_event_bytes)", "")
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:

@@ -336,3 +336,11 @@ def test_the_collector_refuses_exactly_what_the_worker_dead_letters(
         assert isinstance(again, ValidEvent)
     else:
         assert at_collector.field == at_worker.field
+
+
+def test_a_direct_record_over_the_event_size_limit_is_dead_lettered():
+    big = orjson.dumps(direct(traits={"bio": "b" * 40_000}))
+    refused = validate_record("events.identify", 0, 0, b"u1", big)
+    assert isinstance(refused, InvalidRecord) and "max_event_bytes" in refused.reason
+    # The collector answers 413 for the same event (nothing of the request is written).
+    assert logic.parse_request(big, "identify").status == 413

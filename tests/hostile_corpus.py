@@ -148,6 +148,9 @@ CASES: list[Case] = [
          http=400, direct_field="", direct_rule="not JSON"),
     Case("over-32kb", lambda u: identify(u, traits={"bio": "b" * 40_000}), http=413,
          direct_field="", direct_rule="max_event_bytes"),
+    # Near the broker's own limit: its dead letter must still fit under it.
+    Case("near-1mb", lambda u: identify(u, traits={"bio": "n" * 900_000}), http=413,
+         direct_field="", direct_rule="max_event_bytes"),
     # --- accepted and stored verbatim: injection strings, odd Unicode, big values
     Case("sql-in-trait", lambda u: identify(u, traits={"nickname": SQL}),
          traits={"nickname": SQL}),

@@ -29,6 +29,11 @@ HEADER_REASON = "x-reason"
 HEADER_FIELD = "x-field"
 HEADER_REPLAYED = "x-replayed-from"
 _MAX_HEADER_REASON = 1000
+# A direct producer may write records up to the broker's limit (1 MB by default); its
+# dead letter, holding the record and more, would be over it, the send would fail and
+# the partition would stall on it. Past this size only the start of the value is kept
+# (the whole record stays on its topic, at the offset the headers name).
+MAX_EMBEDDED_BYTES = 64 * 1024
 
 
 def dlq_headers(
@@ -58,6 +63,9 @@ def _dlq_value(
         "original": {"topic": topic, "partition": partition, "offset": offset, "key": key},
         "deadLetteredAt": format_time(now), "source": source, "batchIndex": batch_index,
     }
+    if raw is not None and len(raw) > MAX_EMBEDDED_BYTES:
+        doc["rawTruncatedFrom"] = len(raw)
+        original, raw = None, raw[:MAX_EMBEDDED_BYTES]
     if isinstance(original, dict):
         doc["event"] = original
         try:
@@ -97,7 +105,7 @@ def dead_letter_for_record(invalid: InvalidRecord, now: datetime) -> DeadLetter:
     bytes when it was not a JSON object (or could not be embedded). Never raises.
     """
     original: object = None
-    if invalid.value:
+    if invalid.value and len(invalid.value) <= MAX_EMBEDDED_BYTES:
         try:
             original = orjson.loads(invalid.value)
         except orjson.JSONDecodeError:

@@ -344,3 +344,39 @@ def test_a_direct_record_over_the_event_size_limit_is_dead_lettered():
     assert isinstance(refused, InvalidRecord) and "max_event_bytes" in refused.reason
     # The collector answers 413 for the same event (nothing of the request is written).
     assert logic.parse_request(big, "identify").status == 413
+
+
+def test_the_dead_letter_of_a_record_near_the_brokers_limit_stays_small():
+    value = orjson.dumps(direct(traits={"bio": "b" * 900_000}))
+    refused = validate_record("events.identify", 0, 0, b"u1", value)
+    letter = dead_letter_for_record(refused, NOW)
+    doc = orjson.loads(letter.value)
+    assert len(letter.value) < 100_000 and doc["rawTruncatedFrom"] == len(value)
+    assert default_schemas().dlq.is_valid(doc) and doc["raw"].startswith('{"type":"identify"')
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False)
+    | st.text(max_size=8) | st.sampled_from(["identify", "track", TS, "2026-06-30T23:59:60Z"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["type", "userId", "anonymousId", "timestamp", "sentAt", "traits",
+                         "context", "properties", "messageId", "event", "batch", "x\x00"]),
+        inner, max_size=6), max_leaves=30),
+    path_type=st.sampled_from([None, "identify", "track"]))
+def test_the_collector_never_fails_a_request_for_its_content(body, path_type):
+    if path_type is None and isinstance(body, dict) and isinstance(body.get("batch"), dict):
+        body["batch"] = [body["batch"]]
+    parsed = logic.parse_request(orjson.dumps(body), path_type)
+    if isinstance(parsed, RequestError):
+        assert parsed.status in (400, 413)
+        return
+    plan = logic.plan_events(parsed, path_type=path_type, key_source="web", received_at=NOW)
+    if isinstance(plan, RequestError):
+        assert plan.status in (400, 413)
+        return
+    for routed in plan.accepted:
+        assert isinstance(validate_record(TOPICS[routed.kind], 0, 0, b"k", routed.value),
+                          ValidEvent)
+    for rejection in plan.rejected:
+        dead_letter_for_rejection(rejection, topic=None, key_source="web", now=NOW)

@@ -126,8 +126,8 @@ async def test_hostile_corpus_through_the_collector_and_straight_to_kafka(
             letters = await read_dlq(settings)
             return letters if len(letters) >= len(rejected) + n_direct else None
 
-        letters = await eventually(all_letters, timeout=45, what="every dead letter")
-        await eventually(lambda: group_caught_up(settings), timeout=30, what="worker caught up")
+        letters = await eventually(all_letters, timeout=90, what="every dead letter")
+        await eventually(lambda: group_caught_up(settings), timeout=60, what="worker caught up")
         assert worker.poll() is None, worker.log_path.read_text()[-3000:]
 
         # --- every dead letter: its origin, field and rule; no value in any reason ---

@@ -232,6 +232,17 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at least STREAMS_OPS_WINDOW ({window}s)")
         return value
     # --- end ops ----------------------------------------------------------------------
+    # --- event contract limits (streams/events/limits.py; docs/limits.md) -------------
+    # One set at both ends: the collector refuses and the worker dead-letters the same.
+    # Identifier values: at most the schema's 512 characters (also under PostgreSQL's
+    # btree row limit of 2704 bytes at 4 bytes a character).
+    event_max_identifier_chars: int = Field(512, ge=16, le=512)
+    event_max_depth: int = Field(32, ge=4, le=200)  # nesting levels, the event itself is 1
+    event_max_properties: int = Field(255, ge=16, le=10_000)  # keys of any one object
+    # The event time is bounded to [receivedAt - past, receivedAt + future].
+    event_max_future_seconds: float = Field(600.0, ge=0, le=7 * 86_400)
+    event_max_past_days: float = Field(3650.0, gt=0, le=36_500)
+    # --- end event contract limits ------------------------------------------------------
 
     @field_validator("write_keys", mode="before")
     @classmethod

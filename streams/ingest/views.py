@@ -83,8 +83,7 @@ class Collector:
         self.clock = clock
         self.monotonic = monotonic
         self.schemas = schemas or default_schemas()
-        self.limits = Limits(max_event_bytes=config.max_event_bytes,
-                             max_request_bytes=config.max_request_bytes)
+        self.limits = Limits.from_settings(settings)
         self.rate_limiter = logic.RateLimiter(config.rate, config.burst)
         self.dlq_topic = settings.kafka.dlq
         self.topics = {kind: settings.kafka.event_topic(kind)

@@ -19,3 +19,7 @@ def private_data_dir():
     path.chmod(0o755)
     yield path / "data"
     shutil.rmtree(path, ignore_errors=True)
+
+
+# The collector in this process, as the ingestion tests start it.
+from tests.integration.ingest.conftest import start_collector  # noqa: E402, F401

@@ -80,3 +80,25 @@ async def test_the_worker_drains_every_runner_then_faust_stops_waiting_for_acks(
     assert await shutdown.drain(app, grace=0.05) == 1
     assert first.draining and second.draining
     assert app.conf.stream_wait_empty is False
+
+
+async def test_mode_runs_a_services_own_on_stop_before_stopping_its_children():
+    # ``StreamsWorker`` drains in its ``on_stop`` because mode runs it before stopping the
+    # app (a child of the worker); an upgrade changing that order must fail here.
+    from mode import Service
+
+    order: list[str] = []
+
+    class Child(Service):
+        async def on_stop(self) -> None:
+            order.append("child")
+
+    class Parent(Service):
+        async def on_stop(self) -> None:
+            order.append("parent")
+
+    parent = Parent()
+    parent.add_dependency(Child())
+    await parent.start()
+    await parent.stop()
+    assert order == ["parent", "child"]

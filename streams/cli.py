@@ -119,11 +119,10 @@ def worker() -> None:
     worker's loop), which stop with it. With STREAMS_WORKER_METRICS_PORT set it serves
     its own /metrics on STREAMS_HTTP_HOST at that port.
     """
-    from faust import Worker
-
     from streams.app import create_app, tune_gc
     from streams.metrics import serve_worker_metrics
     from streams.ops.views import OpsConfigError
+    from streams.pipeline.shutdown import StreamsWorker as Worker
     from streams.topics import ensure_topics
 
     settings = settings_or_exit()

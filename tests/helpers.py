@@ -13,6 +13,18 @@ from streams.settings import child_environment as child_env  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 
+# The test session's profile API tokens and forget key (tests/conftest.py sets them); a
+# test that scans logs for secrets looks for these.
+API_READ_TOKEN = "test-read-6f1d0c9a"
+API_FORGET_TOKEN = "test-forget-1b7e44d2"
+FORGET_KEY = "test-forget-key-0a5c7d19e3"
+
+
+def api_auth(scope: str = "read") -> dict[str, str]:
+    """Headers that open the profile API with the session's ``read`` or ``forget`` token."""
+    token = {"read": API_READ_TOKEN, "forget": API_FORGET_TOKEN}[scope]
+    return {"Authorization": f"Bearer {token}"}
+
 
 def unique(prefix: str = "t") -> str:
     """A short unique name for topics, groups and databases."""

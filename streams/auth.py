@@ -120,7 +120,7 @@ class Access:
 
 
 API_ACCESS = web.AppKey("api_access", Access)
-API_CALLER = "streams.api_caller"  # request key of the Caller
+API_CALLER = web.RequestKey("api_caller", Caller)
 
 
 def bearer_token(request: web.Request, query_token: bool = False) -> str | None:

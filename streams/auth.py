@@ -18,6 +18,8 @@ that called is ``request[API_CALLER]`` (its name and scope, never its value). An
 401 (no token, or an unknown one) with ``WWW-Authenticate: Bearer``, 403 (scope too
 small), 429 with ``Retry-After`` (over the rate). The limit is taken before the request
 body is read. Tokens are compared in constant time, against every configured token.
+A ``?token=`` is part of the URL: `streams serve` runs without an access log, so that it
+is never written down.
 """
 
 from __future__ import annotations

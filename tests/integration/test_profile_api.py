@@ -4,6 +4,7 @@ schema dropped), and dead letters on Kafka."""
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from streams.profiles.models import profile_id_for
 from streams.server import create_web_app
 from streams.topics import ensure_topics
-from tests.helpers import API_READ_TOKEN, api_auth, child_env
+from tests.helpers import API_READ_TOKEN, api_auth, assert_no_secrets, child_env
 from tests.profiles_helpers import (
     drop_profiles_schema,
     group_caught_up,
@@ -50,11 +51,16 @@ def cli(settings, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=180)
 
 
-async def test_profile_api_forget_rebuild_and_dlq(make_settings, spawn_worker):
+async def test_profile_api_forget_rebuild_and_dlq(make_settings, spawn_worker, caplog):
+    caplog.set_level(logging.INFO)
     s = await with_profiles_schema(make_settings(topic_partitions=2))
     await ensure_topics(s)
-    spawn_worker(s)
-    client = TestClient(TestServer(create_web_app(s)))
+    worker = spawn_worker(s)
+    outputs: list[str] = []
+    # As `streams serve` runs it: without an access log (it would hold ?token= values).
+    server = TestServer(create_web_app(s))
+    await server.start_server(access_log=None)
+    client = TestClient(server)
     await client.start_server()
     try:
         await produce(s, EVENTS)
@@ -94,6 +100,7 @@ async def test_profile_api_forget_rebuild_and_dlq(make_settings, spawn_worker):
 
         # The CLI reads the same profile.
         out = cli(s, "profile", "get", "user_id:u1")
+        outputs.append(out.stdout + out.stderr)
         assert out.returncode == 0, out.stderr
         assert orjson.loads(out.stdout)["id"] == survivor
         assert cli(s, "profile", "get", "user_id:nobody").returncode == 1
@@ -136,6 +143,7 @@ async def test_profile_api_forget_rebuild_and_dlq(make_settings, spawn_worker):
 
         # Rebuilding from the topics gives the live profiles back.
         out = cli(s, "rebuild", "--check")
+        outputs.append(out.stdout + out.stderr)
         assert out.returncode == 0, out.stdout + out.stderr
         assert "no differences" in out.stdout
         # ... and drops its schema once compared: it must not keep people forgotten later.
@@ -161,6 +169,32 @@ async def test_profile_api_forget_rebuild_and_dlq(make_settings, spawn_worker):
         assert headers["x-original-topic"] == s.topic(s.topic_click).encode()
         assert headers["x-original-offset"] == b"0"
         assert headers["x-reason"].startswith(b"value is not JSON")
+
+        # No token, write key, forget key or password in any log line of the server (this
+        # process, wrong tokens and all), the worker, or the commands' output.
+        assert_no_secrets(caplog.text, s, "server logs")
+        assert_no_secrets(worker.log_path.read_text(errors="replace"), s, "worker log")
+        assert_no_secrets("".join(outputs), s, "command output")
     finally:
         await client.close()
         await drop_profiles_schema(s)
+
+
+async def test_profile_api_rate_is_per_token_and_taken_before_the_store(make_settings):
+    s = make_settings(api_rate=0.01, api_burst=2)
+    server = TestServer(create_web_app(s))
+    await server.start_server(access_log=None)
+    client = TestClient(server)
+    await client.start_server()
+    try:
+        nobody = f"/v1/profiles/{profile_id_for('nobody')}"
+        for _ in range(2):
+            assert (await client.get(nobody, headers=READ)).status == 404
+        resp = await client.get(nobody, headers=READ)
+        assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1
+        # The forget token has its own bucket; the read token stays limited.
+        resp = await client.delete(nobody, headers=api_auth("forget"))
+        assert resp.status == 404
+        assert (await client.get(nobody, headers=READ)).status == 429
+    finally:
+        await client.close()

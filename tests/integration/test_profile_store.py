@@ -243,3 +243,23 @@ async def test_create_schema_matches_the_migration(engine):
         assert default == f"nextval('{store.schema}.component_id_seq'::regclass)"
     finally:
         await drop_schema(engine, store.schema)
+
+
+async def test_a_failed_rebuild_drops_its_schema(engine, make_settings):
+    from sqlalchemy import text
+
+    from streams.profiles.rebuild import rebuild
+
+    async def rebuild_schemas() -> set[str]:
+        async with engine.connect() as conn:
+            rows = await conn.execute(text(
+                "SELECT schema_name FROM information_schema.schemata "
+                "WHERE schema_name LIKE 'rebuild\\_%'"))
+            return {r[0] for r in rows}
+
+    before = await rebuild_schemas()
+    # No Kafka there: the schema is made, then reading the topics fails.
+    settings = make_settings(kafka_bootstrap="127.0.0.1:1")
+    with pytest.raises(Exception):  # noqa: B017 - aiokafka's connection error, any form
+        await rebuild(settings)
+    assert await rebuild_schemas() == before

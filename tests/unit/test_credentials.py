@@ -81,3 +81,36 @@ def test_scrub_hides_plain_and_url_encoded_forms():
     out = scrub(text, {"p@ss", "sk_live_abc"})
     assert "p@ss" not in out and "p%40ss" not in out and "sk_live_abc" not in out
     assert out.count("***") == 3
+
+
+def test_local_secrets_fill_only_what_is_unset(tmp_path):
+    from pydantic import SecretStr
+
+    from streams.cli_support import with_local_secrets
+    from streams.settings import load_settings
+
+    bare = load_settings(data_dir=tmp_path, api_tokens="", forget_key=None)
+    filled, local = with_local_secrets(bare, tokens=True)
+    assert local is not None and local.created
+    assert filled.api.forget_key == local.forget_key
+    assert [(t.secret, t.scope) for t in filled.api.tokens] == [(local.api_token, "forget")]
+    # A worker needs the key only; configured values are never replaced.
+    worker, _ = with_local_secrets(bare, tokens=False)
+    assert worker.api.tokens == () and worker.api.forget_key == local.forget_key
+    own = load_settings(data_dir=tmp_path, api_tokens="mine_0123=read",
+                        forget_key=SecretStr("k" * 20))
+    same, none = with_local_secrets(own, tokens=True)
+    assert none is None and same is own
+
+
+def test_no_local_forget_key_for_a_database_on_another_machine(tmp_path, capsys):
+    from streams.cli_support import with_local_secrets
+    from streams.settings import load_settings
+
+    remote = load_settings(data_dir=tmp_path, forget_key=None,
+                           database_url="postgresql://u:pw@db.internal:5432/prod")
+    with pytest.raises(SystemExit) as exit_:
+        with_local_secrets(remote, tokens=False)
+    assert exit_.value.code == 2
+    assert "STREAMS_FORGET_KEY is not set" in capsys.readouterr().err
+    assert not (tmp_path / "secrets.json").exists()

@@ -29,13 +29,19 @@ def settings_or_exit() -> Settings:
     try:
         return load_settings()
     except ValidationError as exc:
-        secret_values = environment_secrets(os.environ)
-        for error in exc.errors():
-            field = "STREAMS_" + "_".join(str(p) for p in error["loc"]).upper()
-            # The messages are ours or pydantic's and name no value; scrubbed regardless.
-            message = scrub(str(error["msg"]), secret_values)
-            err_console.print(f"[red]error:[/red] {field}: {escape(message)}")
-        sys.exit(2)
+        _exit_on_bad_settings(exc)
+
+
+def _exit_on_bad_settings(exc: ValidationError) -> NoReturn:
+    # Never str(exc): pydantic's text repeats the input, which holds every secret (cut
+    # short, so that scrubbing could miss a part of one).
+    secret_values = environment_secrets(os.environ)
+    for error in exc.errors():
+        field = "STREAMS_" + "_".join(str(p) for p in error["loc"]).upper()
+        # The messages are ours or pydantic's and name no value; scrubbed regardless.
+        message = scrub(str(error["msg"]), secret_values)
+        err_console.print(f"[red]error:[/red] {field}: {escape(message)}")
+    sys.exit(2)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -59,6 +65,8 @@ class SecretSafeGroup(click.Group):
                 click.exceptions.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 - the last stop before the terminal
+            if isinstance(exc, ValidationError) and exc.title == Settings.__name__:
+                _exit_on_bad_settings(exc)  # settings read without settings_or_exit
             secret_values = environment_secrets(os.environ)
             from sqlalchemy.exc import DBAPIError
 

@@ -67,6 +67,11 @@ def test_no_command_prints_a_secret_on_a_bad_setting_or_an_unreachable_database(
              # db upgrade and rebuild take the same paths as profile get for most cases
              # (the settings' own tests cover more bad URLs, in process)
              if c == "profile get" or b in ("bad port", "unknown host")}
+    # A command that reads the settings itself (not through settings_or_exit), with a
+    # password long enough for pydantic to cut it short in its own error text.
+    long_password = "postgresql+psycopg://u:hunter2" + "x" * 40 + "@h:99999/db"
+    cases["bench collector / long password"] = (
+        ["bench", "collector"], {"STREAMS_DATABASE_URL": long_password})
     results = _run_all(cases)
     for name, (code, out) in results.items():
         assert code != 0, f"{name}: exited 0\n{out}"

@@ -13,6 +13,8 @@ Use, in a domain's ``register(app, settings)``::
     @require("read", query_token=True)        # pages: ?token= is accepted as well
     async def page(request): ...
 
+    caller = authorize(request, "forget")     # or inside a handler: raises the 401/403/429
+
 A protected handler runs only for a known token whose scope allows the call; the token
 that called is ``request[API_CALLER]`` (its name and scope, never its value). Answers:
 401 (no token, or an unknown one) with ``WWW-Authenticate: Bearer``, 403 (scope too
@@ -39,7 +41,8 @@ from streams.ops.views import is_loopback
 from streams.settings import DEMO_WRITE_KEYS, Settings
 
 __all__ = ["API_ACCESS", "API_CALLER", "Access", "AccessConfigError", "Caller",
-           "install_access", "require", "check_exposure", "is_loopback", "bearer_token"]
+           "install_access", "require", "authorize", "check_exposure", "is_loopback",
+           "bearer_token"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -151,6 +154,34 @@ def install_access(app: web.Application, settings: Settings) -> Access:
     return app[API_ACCESS]
 
 
+_RAISED = {401: web.HTTPUnauthorized, 403: web.HTTPForbidden, 429: web.HTTPTooManyRequests}
+
+
+def authorize(request: web.Request, scope: str, *, query_token: bool = False) -> Caller:
+    """The caller of ``request`` when a known token allows ``scope`` (the rate taken);
+    otherwise raises the 401, 403 or 429 as aiohttp's HTTPException (JSON body). For
+    handlers that decide the scope inside; ``require`` is the decorator form. Raises
+    RuntimeError when ``install_access`` was not called for the app."""
+    caller = _check(request, scope, query_token)
+    if isinstance(caller, web.Response):
+        headers = {k: v for k, v in caller.headers.items()
+                   if k in ("WWW-Authenticate", "Retry-After")}
+        assert isinstance(caller.body, bytes)
+        raise _RAISED[caller.status](text=caller.body.decode(), headers=headers,
+                                     content_type="application/json")
+    return caller
+
+
+def _check(request: web.Request, scope: str, query_token: bool) -> Caller | web.Response:
+    access = request.config_dict.get(API_ACCESS)
+    if access is None:
+        raise RuntimeError("streams.auth.install_access(app, settings) was not called")
+    caller = access.check(request, scope, query_token)
+    if isinstance(caller, Caller):
+        request[API_CALLER] = caller
+    return caller
+
+
 def require(scope: str, *, query_token: bool = False) -> Callable[[Handler], Handler]:
     """Decorate an aiohttp handler so that it runs only for a token allowing ``scope``
     (``read`` or ``forget``); see the module's docstring. ``query_token`` also accepts
@@ -162,13 +193,9 @@ def require(scope: str, *, query_token: bool = False) -> Callable[[Handler], Han
     def decorate(handler: Handler) -> Handler:
         @wraps(handler)
         async def guarded(request: web.Request) -> web.StreamResponse:
-            access = request.config_dict.get(API_ACCESS)
-            if access is None:
-                raise RuntimeError("streams.auth.install_access(app, settings) was not called")
-            caller = access.check(request, scope, query_token)
+            caller = _check(request, scope, query_token)
             if isinstance(caller, web.Response):
                 return caller
-            request[API_CALLER] = caller
             response = await handler(request)
             # People's data: not cached, and a ?token= never leaks through a Referer.
             response.headers.setdefault("Cache-Control", "no-store")

@@ -194,3 +194,29 @@ def test_serve_beyond_loopback_with_own_credentials_and_on_loopback_is_allowed()
                                  api_tokens=TOKENS, forget_key=SecretStr("k" * 32)))
     check_exposure(load_settings(http_host="127.0.0.1"))  # the demo keys on a laptop
     check_exposure(load_settings(http_host="localhost"))
+
+
+async def test_authorize_inside_a_handler_raises_the_same_answers():
+    settings = load_settings(api_tokens=TOKENS)
+    app = web.Application()
+    install_access(app, settings)
+
+    async def mixed(request: web.Request) -> web.Response:
+        # The scope depends on the call: forget for DELETE, read otherwise.
+        caller = auth.authorize(request, "forget" if request.method == "DELETE" else "read",
+                                query_token=True)
+        return web.json_response({"name": caller.name})
+
+    app.router.add_route("*", "/m", mixed)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        resp = await client.get("/m")
+        assert resp.status == 401 and (await resp.json())["field"] == "Authorization"
+        assert resp.headers["WWW-Authenticate"] == 'Bearer realm="streams"'
+        assert (await client.get("/m", params={"token": "rd_0123456789"})).status == 200
+        resp = await client.delete("/m", headers=bearer("rd_0123456789"))
+        assert resp.status == 403 and resp.content_type == "application/json"
+        assert (await client.delete("/m", headers=bearer("fg_0123456789"))).status == 200
+    finally:
+        await client.close()

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import wraps
@@ -36,11 +38,10 @@ from functools import wraps
 from aiohttp import web
 
 from streams.credentials import ApiToken
-from streams.ingest.logic import RateLimiter
 from streams.ops.views import is_loopback
 from streams.settings import DEMO_WRITE_KEYS, Settings
 
-__all__ = ["API_ACCESS", "API_CALLER", "Access", "AccessConfigError", "Caller",
+__all__ = ["API_ACCESS", "API_CALLER", "Access", "AccessConfigError", "Caller", "RequestRate",
            "install_access", "require", "authorize", "check_exposure", "is_loopback",
            "bearer_token"]
 
@@ -60,13 +61,42 @@ class Caller:
     scope: str
 
 
+class RequestRate:
+    """A token bucket per key (a token's name, or a client address), counted in
+    requests, holding at most ``max_keys`` buckets: the least recently used goes first
+    (it would be nearly full again anyway), so that requests from ever new addresses
+    cannot grow memory. Holds state, does no I/O; ``rate`` <= 0 turns limiting off."""
+
+    def __init__(self, rate: float, burst: float, max_keys: int = 10_000):
+        self.rate = rate
+        self.burst = max(burst, 1.0)
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, key: str, now: float) -> float:
+        """Take one request for ``key`` at monotonic ``now``; 0.0 when allowed, else the
+        seconds until the bucket holds one again."""
+        if self.rate <= 0:
+            return 0.0
+        tokens, last = self._buckets.pop(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        allowed = tokens >= 1.0
+        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+        if len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        return 0.0 if allowed else (1.0 - tokens) / self.rate
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
 @dataclass
 class Access:
     """The configured tokens and the rate limiter of one server. ``check`` is pure
     apart from the limiter's state; ``monotonic`` is injectable for tests."""
 
     tokens: tuple[ApiToken, ...]
-    limiter: RateLimiter
+    limiter: RequestRate
     monotonic: Callable[[], float] = time.monotonic
     realm: str = "streams"
     _digests: tuple[bytes, ...] = field(init=False, repr=False)
@@ -78,7 +108,7 @@ class Access:
     def for_settings(cls, settings: Settings) -> Access:
         """The access rules of ``settings.api``."""
         api = settings.api
-        return cls(api.tokens, RateLimiter(api.rate, api.burst))
+        return cls(api.tokens, RequestRate(api.rate, api.burst))
 
     def identify(self, offered: str | None) -> ApiToken | None:
         """The configured token equal to ``offered``, or None. Constant time: the
@@ -100,9 +130,9 @@ class Access:
         # Counted per token; without a valid one per client address, so that guessing
         # tokens is as slow as the rate.
         bucket = f"token:{token.name}" if token else f"addr:{request.remote or '?'}"
-        wait = self.limiter.take(bucket, 1, self.monotonic())
+        wait = self.limiter.take(bucket, self.monotonic())
         if wait > 0:
-            seconds = max(1, int(wait + 0.999))
+            seconds = max(1, math.ceil(wait))
             return _error(429, "rate_limited", "rate",
                           f"over the profile API's rate of {self.limiter.rate:g} requests/s; "
                           f"retry after {seconds}s", {"Retry-After": str(seconds)})

@@ -220,3 +220,13 @@ async def test_authorize_inside_a_handler_raises_the_same_answers():
         assert (await client.delete("/m", headers=bearer("fg_0123456789"))).status == 200
     finally:
         await client.close()
+
+
+def test_request_rate_refills_and_holds_a_bounded_number_of_buckets():
+    rate = auth.RequestRate(rate=2.0, burst=2, max_keys=3)
+    assert [rate.take("a", 0.0) for _ in range(3)] == [0.0, 0.0, 0.5]
+    assert rate.take("a", 0.5) == 0.0  # one refilled in half a second at 2/s
+    for i in range(10):
+        rate.take(f"addr{i}", 1.0)
+    assert len(rate) == 3
+    assert auth.RequestRate(rate=0, burst=1).take("x", 0.0) == 0.0  # off

@@ -329,7 +329,8 @@ class ProfileStore:
     # --- forgetting ----------------------------------------------------------------
     async def forget(self, profile_id: str) -> dict | None:
         """Forget a person: profile, identifiers, events and merge history are deleted,
-        the identifiers' digests kept so that later events carrying them are suppressed.
+        the identifiers' keyed digests kept (HMAC-SHA256 under ``forget_key``) so that
+        later events carrying them are suppressed.
         The rest of the component is replayed without them. Returns what was removed,
         or None when there is no such profile. A lock conflict with a concurrent batch
         is retried (``RetryPolicy``); other failures raise."""

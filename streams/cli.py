@@ -13,11 +13,19 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from streams.cli_support import console, err_console, fail, settings_or_exit
-from streams.settings import Settings, configure_logging
+from streams.cli_support import (
+    SecretSafeGroup,
+    console,
+    err_console,
+    fail,
+    print_token_use,
+    settings_or_exit,
+    with_local_secrets,
+)
+from streams.settings import Settings, child_environment, configure_logging
 
 
-@click.group()
+@click.group(cls=SecretSafeGroup)
 def main() -> None:
     """Omnichannel profile builder: collector, Faust worker, profiles, triggers, ops."""
 
@@ -125,7 +133,7 @@ def worker() -> None:
     from streams.pipeline.shutdown import StreamsWorker as Worker
     from streams.topics import ensure_topics
 
-    settings = settings_or_exit()
+    settings, _ = with_local_secrets(settings_or_exit(), tokens=False)  # access: forget key
     configure_logging(settings)
     if settings.triggers_enabled:  # a bad rules file: every problem named, before Kafka
         from streams.triggers.rules import RulesError, load_rules
@@ -167,15 +175,27 @@ def serve() -> None:
 
     settings = settings_or_exit()
     configure_logging(settings)
+    # --- access: beyond loopback, no demo write keys and explicit tokens and forget key;
+    # on loopback what is unset comes from <data_dir>/secrets.json ---
+    from streams.auth import AccessConfigError, check_exposure, is_loopback
+
+    try:
+        check_exposure(settings)
+    except AccessConfigError as exc:
+        fail(str(exc), code=2)
+    local = None
+    if is_loopback(settings.http.host):
+        settings, local = with_local_secrets(settings, tokens=True)
     # --- ops: an unsafe binding (non-loopback without STREAMS_OPS_TOKEN) is refused ---
     from streams.ops.views import OpsConfigError
 
     try:
         web_app = create_web_app(settings)
-    except OpsConfigError as exc:
+    except (OpsConfigError, AccessConfigError) as exc:
         fail(str(exc), code=2)
     # --- end ops ---
     console.print(f"serving on http://{settings.http_host}:{settings.http_port}")
+    print_token_use(settings, local, show=False)
     web.run_app(web_app, host=settings.http_host, port=settings.http_port,
                 print=None, access_log=None)
 
@@ -317,7 +337,8 @@ def up(fresh: bool, only_infra: bool, demo_rate: float, demo_people: int) -> Non
         from streams.infra import InfraError, infra_up
         from streams.topics import ensure_topics
 
-        settings = settings_or_exit()
+        # The API token and forget key of this machine, made once, passed to the parts.
+        settings, local = with_local_secrets(settings_or_exit(), tokens=True)
         try:
             with console.status("infra: Kafka and PostgreSQL..."):
                 states = infra_up(settings, fresh=fresh)
@@ -335,6 +356,7 @@ def up(fresh: bool, only_infra: bool, demo_rate: float, demo_people: int) -> Non
         sys.exit(130)
     _print_exports(settings)
     if only_infra:
+        print_token_use(settings, local, show=True)
         console.print(f"up in {time.monotonic() - t0:.1f}s")
         return
 
@@ -349,7 +371,7 @@ def up(fresh: bool, only_infra: bool, demo_rate: float, demo_people: int) -> Non
         with open(logs / f"{name}.log", "ab") as out:
             proc = subprocess.Popen([sys.executable, "-m", "streams", *argv], stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    process_group=0)
+                                    process_group=0, env=child_environment(settings))
         children.append((name, proc))
 
     code = 0
@@ -371,6 +393,7 @@ def up(fresh: bool, only_infra: bool, demo_rate: float, demo_people: int) -> Non
         click.echo(f"  people      {base}/people")
         click.echo(f"  metrics     {base}/metrics")
         click.echo(f"  logs        {logs}/")
+        print_token_use(settings, local, show=True)
         if demo_rate > 0:
             click.echo(f"Demo traffic: {demo_rate:g} events/s from {demo_people} simulated people "
                        "(web, app, watch, social).")

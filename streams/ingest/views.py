@@ -146,6 +146,10 @@ class Collector:
         if isinstance(caller, RequestError):
             return self._refuse(caller)
         source = caller.source
+        # A key already over its rate is refused before its body is read or parsed.
+        wait = self.rate_limiter.take(caller.write_key, 0, self.monotonic())
+        if wait > 0:
+            return self._refuse(logic.rate_limited(source, wait, self.rate_limiter.rate))
         body = await self._read_body(request)
         if isinstance(body, RequestError):
             return self._refuse(body)

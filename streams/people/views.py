@@ -17,8 +17,6 @@ the read token once, keeps it in the tab's sessionStorage and sends it as a head
 from __future__ import annotations
 
 import gzip
-import hmac
-import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -27,6 +25,7 @@ from importlib import resources
 import orjson
 from aiohttp import web
 
+from streams.auth import authorize, install_access
 from streams.db import async_engine
 from streams.people import logic
 from streams.people.models import TIMELINE_PAGE, TIMELINE_PAGE_MAX, Lookup
@@ -36,7 +35,6 @@ from streams.settings import Settings
 
 PEOPLE_STORE = web.AppKey("people_store", PeopleStore)
 PEOPLE_FORGET = web.AppKey("people_forget", ProfileStore)
-PEOPLE_TOKENS = web.AppKey("people_tokens", dict)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -53,57 +51,17 @@ def _error(status: int, field: str, message: str) -> web.Response:
     return web.json_response({"error": message, "field": field}, status=status)
 
 
-# --- access (placeholder) ---------------------------------------------------------------
-# PLACEHOLDER until the access work lands (STREAMS_API_TOKENS, ``token=scope`` pairs):
-# the lead swaps ``_require_read`` / ``_require_forget`` for the shared helper. They
-# raise aiohttp's 401 / 403 with a JSON body that never echoes what was offered.
-def parse_tokens(raw: str | None) -> dict[str, frozenset[str]]:
-    """``token=scope,token=scope`` -> {token: scopes}. Raises ValueError for a pair
-    without ``=`` or with a scope other than read or forget."""
-    out: dict[str, set[str]] = {}
-    for pair in filter(None, (p.strip() for p in (raw or "").split(","))):
-        token, sep, scope = pair.partition("=")
-        if not sep or not token.strip() or scope.strip() not in ("read", "forget"):
-            raise ValueError("STREAMS_API_TOKENS must be token=read|forget pairs")
-        out.setdefault(token.strip(), set()).add(scope.strip())
-    return {t: frozenset(s) for t, s in out.items()}
-
-
-def _offered(request: web.Request) -> str | None:
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return request.query.get("token") or None
-
-
-def _require(request: web.Request, scope: str) -> None:
-    offered = _offered(request)
-    scopes: frozenset[str] | None = None
-    if offered:
-        for token, granted in request.app[PEOPLE_TOKENS].items():
-            if hmac.compare_digest(offered.encode(), token.encode()):
-                scopes = granted
-    if scopes is None:
-        raise web.HTTPUnauthorized(
-            text=orjson.dumps({"error": "unauthorized", "detail": "send a profile API token as "
-                               "'Authorization: Bearer <token>' or ?token="}).decode(),
-            content_type="application/json",
-            headers={"WWW-Authenticate": 'Bearer realm="streams-profiles"'})
-    if scope not in scopes:
-        raise web.HTTPForbidden(
-            text=orjson.dumps({"error": "forbidden",
-                               "detail": f"this token's scope does not allow {scope}"}).decode(),
-            content_type="application/json")
-
-
+# --- access ----------------------------------------------------------------------------
+# The profile API's tokens (streams/auth.py): the page's data routes need ``read``, its
+# forget route ``forget``; 401 / 403 / 429 answers come from there, with the same rate.
 def _require_read(request: web.Request) -> None:
-    """Raise 401/403 unless the request carries a token with the ``read`` scope."""
-    _require(request, "read")
+    """Raise 401/403/429 unless the request carries a token with the ``read`` scope."""
+    authorize(request, "read", query_token=True)
 
 
 def _require_forget(request: web.Request) -> None:
-    """Raise 401/403 unless the request carries a token with the ``forget`` scope."""
-    _require(request, "forget")
+    """Raise 401/403/429 unless the request carries a token with the ``forget`` scope."""
+    authorize(request, "forget")
 
 
 def _protected(check: Callable[[web.Request], None], handler: Handler) -> Handler:
@@ -139,9 +97,8 @@ def _json(doc: dict) -> web.Response:
 def register(app: web.Application, settings: Settings,
              clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
     """Add the person page's routes to ``app``; their engine opens and closes with it.
-    Raises ValueError when STREAMS_API_TOKENS is malformed."""
-    app[PEOPLE_TOKENS] = parse_tokens(
-        getattr(settings, "api_tokens", None) or os.environ.get("STREAMS_API_TOKENS"))
+    Raises AccessConfigError when STREAMS_API_TOKENS is malformed."""
+    install_access(app, settings)
     rules = settings.identity
 
     async def stores(app: web.Application) -> AsyncIterator[None]:

@@ -13,10 +13,11 @@ from streams.people.store import PeopleStore
 from streams.profiles.models import FoldEvent, profile_id_for
 from streams.profiles.store import ProfileStore
 from streams.server import create_web_app
+from tests.helpers import API_FORGET_TOKEN, API_READ_TOKEN
 from tests.profiles_helpers import drop_profiles_schema, with_profiles_schema
 
 PERSON_EVENTS = 3_000
-READ, FORGET = "people-read-token", "people-forget-token"
+READ, FORGET = API_READ_TOKEN, API_FORGET_TOKEN  # the session's tokens (tests/helpers.py)
 
 
 def event(n: int, *ids: str, source: str = "web") -> FoldEvent:
@@ -35,7 +36,6 @@ def plan_nodes(plan: dict):
 
 
 async def test_timeline_of_3000_events_is_paged_off_the_index(make_settings, monkeypatch):
-    monkeypatch.setenv("STREAMS_API_TOKENS", f"{READ}=read,{FORGET}=forget")
     settings = await with_profiles_schema(make_settings())
     engine = async_engine(settings, pool_size=2, max_overflow=0)
     client = TestClient(TestServer(create_web_app(settings)))

@@ -19,14 +19,14 @@ from streams.people.store import PeopleStore
 from streams.profiles.models import profile_id_for
 from streams.server import create_web_app
 from streams.topics import ensure_topics
-from tests.helpers import REPO, eventually, unique
+from tests.helpers import API_FORGET_TOKEN, API_READ_TOKEN, REPO, eventually, unique
 from tests.profiles_helpers import drop_profiles_schema, produce, with_profiles_schema
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = REPO / "test-artifacts"
-READ, FORGET = "page-read-token", "page-forget-token"
+READ, FORGET = API_READ_TOKEN, API_FORGET_TOKEN  # the session's tokens (tests/helpers.py)
 
 
 def scripted_person(tag: str) -> list[dict]:
@@ -64,7 +64,6 @@ def scripted_person(tag: str) -> list[dict]:
 
 @pytest.mark.timeout(300)
 async def test_person_page_end_to_end(make_settings, spawn_worker, monkeypatch):
-    monkeypatch.setenv("STREAMS_API_TOKENS", f"{READ}=read,{FORGET}=forget")
     settings = await with_profiles_schema(make_settings(topic_partitions=2))
     await ensure_topics(settings)
     spawn_worker(settings)

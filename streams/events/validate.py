@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 
 import jsonschema_rs
 import orjson
@@ -148,6 +149,7 @@ def validate_record(
     kinds: TopicKinds | None = None,
     schemas: SchemaSet | None = None,
     limits: Limits | None = None,
+    appended_at: datetime | None = None,
 ) -> ValidEvent | InvalidRecord:
     """Validate one record read from an event topic; never raises for bad data.
 
@@ -159,7 +161,8 @@ def validate_record(
     the topic's schema; every time field is a valid instant in range
     (``limits.time_problem``); identifier values and structure (``limits.content_problem``).
     Then ``source`` is filled in when the producer left it out, and the event time is
-    ``timestamp`` bounded around ``receivedAt`` (``limits.bound_time``).
+    ``timestamp`` bounded around ``receivedAt`` (``limits.bound_time``), or around
+    ``appended_at`` (the record's Kafka timestamp) when the record has no ``receivedAt``.
 
     Returns a ``ValidEvent``, or an ``InvalidRecord`` whose reason names the field and
     the rule. ``kinds`` maps topic names to kinds (default: by name suffix); ``limits``
@@ -201,8 +204,9 @@ def validate_record(
     if "source" not in doc:
         doc["source"] = derive_source(doc, None)
     received = instant(doc["receivedAt"]) if doc.get("receivedAt") is not None else None
-    event_time = bound_time(instant(doc["timestamp"]),  # type: ignore[arg-type]
-                            received if not isinstance(received, str) else None, limits)
+    if received is None or isinstance(received, str):
+        received = appended_at
+    event_time = bound_time(instant(doc["timestamp"]), received, limits)  # type: ignore[arg-type]
     return ValidEvent(
         topic=topic, partition=partition, offset=offset, message_id=doc["messageId"],
         key=key.decode("utf-8", "replace") if key is not None else None,

@@ -37,7 +37,7 @@ class BatchResult:
 
 
 def _invalid(record: Raw, reason: str) -> InvalidRecord:
-    topic, partition, offset, key, value = record
+    topic, partition, offset, key, value = record[:5]
     return InvalidRecord(topic, partition, offset, key, value, reason, None)
 
 

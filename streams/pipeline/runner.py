@@ -122,9 +122,10 @@ def record_batch(stage: str, size: int, result: BatchResult, ack_seconds: float)
 
 
 def raw_of(event: Any) -> Raw:
-    """The raw record of a Faust event (its message's coordinates, key and value)."""
+    """The raw record of a Faust event (its message's coordinates, key, value and Kafka
+    timestamp in epoch seconds)."""
     m = event.message
-    return (m.topic, m.partition, m.offset, m.key, m.value)
+    return (m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
 
 
 class StageRunner:

@@ -10,9 +10,10 @@ from streams.events.models import InvalidRecord
 from streams.settings import Settings
 
 # A record as the runner hands it to a stage, and as it crosses to a fold process:
-# (topic, partition, offset, key, value). Plain tuples pickle several times faster than
-# dataclass instances.
-Raw = tuple[str, int, int, bytes | None, bytes | None]
+# (topic, partition, offset, key, value[, timestamp]): the timestamp is the record's
+# Kafka time in epoch seconds (None or left out when unknown). Plain tuples pickle several
+# times faster than dataclass instances.
+Raw = tuple  # (str, int, int, bytes | None, bytes | None[, float | None])
 
 E = TypeVar("E")
 

@@ -5,6 +5,7 @@ profiles in one PostgreSQL transaction by ``ProfileStore.write_batch``."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from streams.events.models import InvalidRecord
 from streams.events.topics import TopicKinds
@@ -20,10 +21,14 @@ def decode(record: Raw, kinds: TopicKinds | None = None,
            limits: Limits | None = None) -> FoldEvent | InvalidRecord:
     """The one place a consumed record becomes a profile event: the event contract's
     validation for its topic (schema and limits), then reduction to what the fold
-    needs; or why it cannot be one."""
-    topic, partition, offset, key, value = record
+    needs; or why it cannot be one. A record without ``receivedAt`` (a direct producer's)
+    has its time bounded around its Kafka timestamp instead, which the broker holds
+    within ``log.message.timestamp.after.max.ms`` (one hour in Kafka 4) of its clock."""
+    topic, partition, offset, key, value = record[:5]
+    stamp = record[5] if len(record) > 5 else None
+    appended = datetime.fromtimestamp(stamp, UTC) if stamp else None
     checked = validate_record(topic, partition, offset, key, value, kinds=kinds,
-                              limits=limits)
+                              limits=limits, appended_at=appended)
     if isinstance(checked, InvalidRecord):
         return checked
     folded = decode_envelope(checked.payload, checked.event_time)

@@ -211,6 +211,21 @@ def test_a_direct_record_is_bounded_around_its_own_received_at():
     assert unbounded.event_time == datetime(2090, 1, 1, tzinfo=UTC)
 
 
+def test_a_direct_record_without_received_at_is_bounded_around_its_kafka_timestamp():
+    # Before: a direct producer's 2090 timestamp stood, and pinned traits and consent.
+    doc = direct(timestamp="2090-01-01T00:00:00Z")
+    raw = ("events.identify", 0, 7, b"k", orjson.dumps(doc), NOW.timestamp())
+    folded = decode(raw)
+    assert instant(folded.time) == NOW + DEFAULT_LIMITS.max_future
+    # receivedAt, when the record has one, decides; the Kafka time is then unused.
+    later = NOW + timedelta(days=3)
+    doc = direct(timestamp="2090-01-01T00:00:00Z", receivedAt="2026-11-01T10:00:00Z")
+    raw = ("events.identify", 0, 7, b"k", orjson.dumps(doc), later.timestamp())
+    assert instant(decode(raw).time) == NOW + DEFAULT_LIMITS.max_future
+    # A five-field record (no Kafka time known) is decoded as before.
+    assert instant(decode(raw[:5]).time) == NOW + DEFAULT_LIMITS.max_future
+
+
 def test_a_later_opt_out_wins_over_a_timestamp_far_in_the_future():
     # Before: the first identify's 2090 timestamp won every last-writer-wins comparison,
     # so the person's opt-out an hour later lost, for 64 years.

@@ -44,7 +44,7 @@ class ScriptedStage:
         self.stored: list[str] = []
 
     def decode(self, record):
-        topic, partition, offset, key, value = record
+        topic, partition, offset, key, value = record[:5]
         doc = orjson.loads(value)
         if doc.get("bad"):
             return InvalidRecord(topic, partition, offset, key, value, "/bad: is set", "/bad")
@@ -76,6 +76,7 @@ class FakeMessage:
     key: bytes | None
     value: bytes
     refs: int = 0
+    timestamp: float | None = None  # Kafka's record time (faust's Message has it)
 
     def incref(self):
         self.refs += 1

@@ -232,6 +232,9 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at least STREAMS_OPS_WINDOW ({window}s)")
         return value
     # --- end ops ----------------------------------------------------------------------
+    # Browser origins allowed to post to the collector (streams/ingest/cors.py):
+    # comma-separated scheme://host[:port|:*], "*" for any; empty: loopback origins.
+    cors_origins: str = ""
 
     @field_validator("write_keys", mode="before")
     @classmethod

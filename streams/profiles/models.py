@@ -16,7 +16,7 @@ from typing import Any
 # same events always give the same ids, whatever order they arrived in.
 PROFILE_NAMESPACE = uuid.UUID("6f1d1c9e-52a4-4b8e-9a57-0c6c4bd7d2a1")
 
-EVENT_TYPES = ("track", "page", "screen", "identify", "alias")
+EVENT_TYPES = ("track", "page", "screen", "identify", "alias", "group")
 SOURCES = ("web", "mobile", "smartwatch", "social", "unknown")
 
 EventKey = tuple[str, str]  # (event time as canonical ISO string, message id)

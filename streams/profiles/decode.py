@@ -51,8 +51,9 @@ def extract_identifiers(doc: dict) -> tuple[str, ...]:
     """Every normalized identifier an envelope carries (blocked values included).
 
     anonymousId, userId, alias ``previousId`` (as an anonymous_id), ``traits`` and
-    ``context.traits`` email and phone, ``context.device.id``, and every
-    ``context.externalIds[]`` entry (social channel ids and handles, custom types).
+    ``context.traits`` email and phone (not a group call's traits: the account's),
+    ``context.device.id``, and every ``context.externalIds[]`` entry (social channel ids
+    and handles, custom types).
     """
     found: list[tuple[str, object]] = [
         (ANONYMOUS_ID, doc.get("anonymousId")),
@@ -61,7 +62,9 @@ def extract_identifiers(doc: dict) -> tuple[str, ...]:
     if doc.get("type") == "alias":
         found.append((ANONYMOUS_ID, doc.get("previousId")))
     context = _dict(doc.get("context"))
-    for traits in (_dict(doc.get("traits")), _dict(context.get("traits"))):
+    # A group call's traits are the account's, not the person's: no identifiers there.
+    own_traits = _dict(doc.get("traits")) if doc.get("type") != "group" else {}
+    for traits in (own_traits, _dict(context.get("traits"))):
         found.append((EMAIL, traits.get("email")))
         found.append((PHONE, traits.get("phone")))
     found.append((DEVICE_ID, _dict(context.get("device")).get("id")))
@@ -133,8 +136,13 @@ def decode_envelope(doc: object, when: datetime | None = None) -> FoldEvent | In
         ("manufacturer", _str(device_ctx.get("manufacturer"), 64)),
         ("model", _str(device_ctx.get("model"), 64)),
         ("os", _str(os_ctx.get("name"), 64)),
+        # Web events: the browser the collector read from the user agent.
+        ("browser", _str(_dict(context.get("browser")).get("name"), 64)),
     ) if v}
     tz = _str(context.get("timezone"), 64)
+    group_id = _str(doc.get("groupId")) if kind == "group" else None
+    if kind == "group" and group_id is None:
+        return InvalidEvent("groupId: missing (a group call names the account)")
     event_name = _str(doc.get("event")) if kind == "track" else _str(doc.get("name"))
     item = None
     for name in ("product_id", "item_id", "sku", "content_id", "post_id"):
@@ -147,7 +155,8 @@ def decode_envelope(doc: object, when: datetime | None = None) -> FoldEvent | In
         identifiers=extract_identifiers(doc), source=source, channel=channel,
         event=event_name, category=category, item=item, traits=traits,
         preferences=preferences, consent=consent, timezone=tz if valid_timezone(tz) else None,
-        device=device,
+        device=device, group_id=group_id,
+        group_traits=_scalar_map(doc.get("traits")) if group_id else {},
     )
 
 

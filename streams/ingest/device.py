@@ -5,7 +5,7 @@ servers do: ``ip`` (the caller's address) when the SDK left it out, and, from
 bot, with manufacturer and model when the agent names them). Browser SDKs send only the
 user agent; with this, web events carry device information as app and watch events do.
 
-Values the SDK did send are never overwritten. The user agent is parsed with ua-parser
+Values the SDK did send (non-empty) are never overwritten. The user agent is parsed with ua-parser
 (Browserscope's rules, kept current by its maintainers in ua-parser-builtins); parses
 are cached, since one visitor sends the same agent with every event. Pure, apart from
 that cache.
@@ -84,6 +84,9 @@ def enrich_context(context: Any, ip: str | None) -> dict | None:
             current = out.get(section)
             if current is None:
                 out[section] = dict(values)
-            elif isinstance(current, dict) and any(k not in current for k in values):
-                out[section] = {**values, **current}
+            elif isinstance(current, dict) and any(current.get(k) in (None, "")
+                                                   for k in values):
+                # RudderStack's SDK sends os {"name": "", "version": ""}: empty is absent.
+                out[section] = {**current, **{k: v for k, v in values.items()
+                                              if current.get(k) in (None, "")}}
     return out

@@ -123,7 +123,9 @@ def decode_envelope(doc: object, when: datetime | None = None) -> FoldEvent | In
         return InvalidEvent("timestamp: missing (and no receivedAt or sentAt)")
     context = _dict(doc.get("context"))
     properties = _dict(doc.get("properties"))
-    traits = _scalar_map(doc.get("traits")) if kind == "identify" else {}
+    # RudderStack's browser SDK sends an identify's traits in context.traits only.
+    traits = {**_scalar_map(context.get("traits")), **_scalar_map(doc.get("traits"))} \
+        if kind == "identify" else {}
     preferences = _scalar_map(traits.pop("preferences", None)) if traits else {}
     consent_raw = traits.pop("consent", None) if traits else None
     consent = {k: v for k, v in _scalar_map(consent_raw).items() if isinstance(v, bool)}

@@ -1,0 +1,171 @@
+"""Real browser SDKs against the collector: Segment's analytics-next and RudderStack's
+JavaScript SDK (npm, versions of js/package-lock.json) loaded in headless Chromium on a
+page of another origin (``http://localhost:<port>``, the collector on
+``http://127.0.0.1:<port>``), configured offline. Their page, track, alias, identify
+and group calls reach the topics and fold (the reference fold) into one profile per
+visitor. Segment's Node SDK posts beside them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+from urllib.parse import urlsplit
+
+import orjson
+import pytest
+from aiohttp import web
+from playwright.async_api import async_playwright
+
+from streams.profiles.oracle import oracle
+from tests.helpers import REPO, eventually
+
+from .browser_pages import bundles_present, page_app
+from .support import read_events
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@contextlib.asynccontextmanager
+async def serve(app: web.Application):
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield site._server.sockets[0].getsockname()[1]  # noqa: SLF001
+    finally:
+        await runner.cleanup()
+
+
+async def run_page(url: str) -> tuple[str, list[str], list[str]]:
+    """Open ``url`` in Chromium until its SDK calls returned; requests to any host but
+    loopback are blocked and listed (an offline SDK makes none). Returns the visitor's
+    anonymousId, those requests and the collector paths called."""
+    outside: list[str] = []
+    posted: list[str] = []
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+            async def only_loopback(route):
+                if urlsplit(route.request.url).hostname in ("127.0.0.1", "localhost"):
+                    if route.request.method == "POST":
+                        posted.append(urlsplit(route.request.url).path)
+                    await route.continue_()
+                else:
+                    outside.append(route.request.url)
+                    await route.abort()
+
+            await page.route("**/*", only_loopback)
+            await page.goto(url)
+            await page.wait_for_function("window.sdkDone || window.sdkError", timeout=30_000)
+            assert await page.evaluate("window.sdkError || null") is None, errors
+            anonymous_id = await page.evaluate("window.anonymousId")
+            # RudderStack sends from a queue after its calls return: wait for the posts.
+            await eventually(lambda: asyncio.sleep(0, len(set(posted)) >= 5), timeout=20,
+                             what=f"five collector calls from {url} (got {posted})")
+        finally:
+            await browser.close()
+    return anonymous_id, outside, posted
+
+
+def one_profile(events: dict[str, list[dict]], anonymous_id: str, user_id: str) -> dict:
+    records = [e for docs in events.values() for e in docs]
+    profiles = [p for p in oracle(records).profiles.values()
+                if f"user_id:{user_id}" in p["identifiers"]]
+    assert len(profiles) == 1, profiles
+    profile = profiles[0]
+    assert f"anonymous_id:{anonymous_id}" in profile["identifiers"]
+    return profile
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("sdk", ["segment", "rudderstack"])
+async def test_browser_sdk_on_another_origin_reaches_one_profile(
+        sdk, make_settings, start_collector):
+    assert bundles_present() == [], "run `make js` (npm ci in js/)"
+    settings = make_settings()
+    collector = await start_collector(settings)
+    user_id, email = f"{sdk}-user-1", f"{sdk}@example.test"
+    async with serve(page_app(collector.url, "wk_web")) as port:
+        anonymous_id, outside, posted = await run_page(
+            f"http://localhost:{port}/{sdk}.html?user={user_id}&email={email}")
+    assert outside == []  # offline: no settings, plugins or chunks from a vendor's CDN
+    if sdk == "segment":  # analytics-next posts text/plain to the short paths
+        assert {"/v1/p", "/v1/t", "/v1/a", "/v1/i", "/v1/g"} <= set(posted)
+    else:  # RudderStack: the long paths, Basic auth, "userId": "" when anonymous
+        assert {"/v1/page", "/v1/track", "/v1/alias", "/v1/identify", "/v1/group"} <= \
+            set(posted)
+
+    async def arrived():
+        events = await read_events(settings)
+        return events if sum(map(len, events.values())) >= 5 else None
+
+    events = await eventually(arrived, timeout=30, what="five events on the topics")
+    kinds = {kind: sorted(e["type"] for e in docs) for kind, docs in events.items()}
+    assert kinds == {"view": ["page"], "click": ["track"], "social": [],
+                     "identify": ["alias", "group", "identify"]}
+    for doc in (e for docs in events.values() for e in docs):
+        assert doc["source"] == "web" and "writeKey" not in doc
+        assert doc["context"]["ip"] == "127.0.0.1"  # filled in from the request
+        assert doc["context"]["device"]["type"] == "desktop"  # from the user agent
+        assert doc["context"]["os"]["name"] == "Linux"
+        assert "Chrome" in doc["context"]["browser"]["name"]
+    page_view = events["view"][0]
+    assert "userId" not in page_view and page_view["anonymousId"] == anonymous_id
+
+    profile = one_profile(events, anonymous_id, user_id)
+    assert f"email:{email}" in profile["identifiers"]
+    assert profile["traits"]["email"][0] == email
+    group_id = "acme" if sdk == "segment" else "globex"
+    assert profile["groups"][group_id]["name"][0] in ("Acme", "Globex")
+    assert profile["counts"]["source"] == {"web": 5}
+    [device] = profile["devices"].values()
+    assert device["info"][0]["type"] == "desktop" and "Chrome" in device["info"][0]["browser"]
+
+
+NODE_SCRIPT = """
+const { Analytics } = require('@segment/analytics-node');
+const [host, writeKey] = process.argv.slice(2);
+const analytics = new Analytics({ writeKey, host, maxEventsInBatch: 10, flushInterval: 100 });
+analytics.on('error', (err) => { console.error(String(err && err.reason || err)); process.exitCode = 1; });
+const anonymousId = 'node-anon-1', userId = 'node-user-1';
+analytics.page({ anonymousId, name: 'Home', properties: { path: '/' } });
+analytics.track({ anonymousId, event: 'Product Viewed', properties: { product_id: 'sku-3' } });
+analytics.alias({ previousId: anonymousId, userId });
+analytics.identify({ userId, traits: { email: 'node@example.test' } });
+analytics.group({ userId, groupId: 'initech', traits: { name: 'Initech' } });
+analytics.closeAndFlush({ timeout: 20000 }).then(() => console.log('flushed'));
+"""
+
+
+@pytest.mark.timeout(120)
+async def test_segment_node_sdk_posts_unchanged(make_settings, start_collector, tmp_path):
+    settings = make_settings()
+    collector = await start_collector(settings)
+    script = tmp_path / "send.js"
+    script.write_text(NODE_SCRIPT)
+    proc = await asyncio.create_subprocess_exec(
+        "node", str(script), collector.url, "wk_web", cwd=REPO / "js",
+        env={"NODE_PATH": str(REPO / "js" / "node_modules"), "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0 and out.strip() == b"flushed", err.decode()
+
+    events = await read_events(settings)
+    kinds = {kind: sorted(e["type"] for e in docs) for kind, docs in events.items()}
+    assert kinds == {"view": ["page"], "click": ["track"], "social": [],
+                     "identify": ["alias", "group", "identify"]}
+    library = events["click"][0]["context"]["library"]
+    assert library["name"] == "@segment/analytics-node"
+    assert orjson.loads((REPO / "js" / "package-lock.json").read_bytes())["packages"][
+        "node_modules/@segment/analytics-node"]["version"] == library["version"]
+    profile = one_profile(events, "node-anon-1", "node-user-1")
+    assert profile["groups"] == {"initech": {"name": ["Initech", *profile["groups"][
+        "initech"]["name"][1:]]}}

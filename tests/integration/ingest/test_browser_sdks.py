@@ -134,7 +134,9 @@ NODE_SCRIPT = """
 const { Analytics } = require('@segment/analytics-node');
 const [host, writeKey] = process.argv.slice(2);
 const analytics = new Analytics({ writeKey, host, maxEventsInBatch: 10, flushInterval: 100 });
-analytics.on('error', (err) => { console.error(String(err && err.reason || err)); process.exitCode = 1; });
+analytics.on('error', (err) => {
+  console.error(String(err && err.reason || err)); process.exitCode = 1;
+});
 const anonymousId = 'node-anon-1', userId = 'node-user-1';
 analytics.page({ anonymousId, name: 'Home', properties: { path: '/' } });
 analytics.track({ anonymousId, event: 'Product Viewed', properties: { product_id: 'sku-3' } });

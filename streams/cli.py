@@ -254,6 +254,21 @@ def _wait_http(url: str, timeout: float) -> bool:
     return False
 
 
+def _fetch_demo_sdk(settings: Settings) -> None:
+    """Segment's browser SDK for /demo from npm into the cache (once); a warning, not a
+    failure, when it cannot be fetched (the rest of `up` works without it)."""
+    from streams.demo.sdk import VERSION, SdkFetchError, bundle_dir, ensure_sdk
+
+    if bundle_dir(settings.cache_dir) is not None:
+        return
+    try:
+        with console.status(f"demo storefront: @segment/analytics-next {VERSION} from npm..."):
+            ensure_sdk(settings.cache_dir)
+        console.print(f"demo storefront: @segment/analytics-next {VERSION} in the cache")
+    except SdkFetchError as exc:
+        err_console.print(f"[yellow]warning:[/yellow] /demo has no browser SDK: {exc}")
+
+
 @main.command()
 @click.option("--fresh", is_flag=True, help="Wipe local Kafka and PostgreSQL data first.")
 @click.option("--only-infra", is_flag=True, help="Bring up infra, schema and topics, then exit.")
@@ -290,6 +305,7 @@ def up(fresh: bool, only_infra: bool, demo_rate: float, demo_people: int) -> Non
         console.print(f"schema at revision {', '.join(dbmod.current_revisions(settings))}")
         created = asyncio.run(ensure_topics(settings))
         console.print(f"topics ready ({len(settings.all_topics)}; created {len(created)})")
+        _fetch_demo_sdk(settings)
     except KeyboardInterrupt:
         # Not click's "Aborted!" nor a traceback: being stopped is not an error.
         console.print("stopped before everything was up")
@@ -326,6 +342,8 @@ def up(fresh: bool, only_infra: bool, demo_rate: float, demo_people: int) -> Non
                            "--duration", str(DEMO_DURATION), "--url", base])
         console.print(f"up in {time.monotonic() - t0:.1f}s; running: "
                       + ", ".join(f"{n} (pid {p.pid})" for n, p in children))
+        click.echo(f"  demo shop   {base}/demo   <- start here: click, sign in, then open your "
+                   "person and the dashboard")
         click.echo(f"  collector   {base}/v1/batch")
         click.echo(f"  profiles    {base}/v1/profiles?identifier=TYPE:VALUE")
         click.echo(f"  dashboard   {base}/ops")

@@ -30,4 +30,6 @@ def create_web_app(settings: Settings) -> web.Application:
     from streams.profiles import views as profile_views  # profiles domain
 
     profile_views.register(app, settings)
+    from streams.demo.views import register as register_demo  # demo storefront: /demo
+    register_demo(app, settings)
     return app

@@ -35,9 +35,13 @@ from aiohttp import web
 
 DEFAULT_ORIGINS = ("http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*")
 ALLOWED_METHODS = "POST, OPTIONS"
-# What the browser SDKs ask for in their preflights (and what a JSON client sends).
+# What the browser SDKs ask for in their preflights: analytics-next sends Authorization
+# (beside the body's writeKey) and X-Retry-Count on a retry; RudderStack Authorization,
+# AnonymousId, SentAt, Retry-Attempt and Retry-Reason on a retry, Custom-Authorization
+# after setAuthToken; JSON clients Content-Encoding and X-Requested-With.
 ALLOWED_HEADERS = ("Content-Type, Authorization, AnonymousId, SentAt, Content-Encoding, "
-                   "X-Requested-With")
+                   "X-Requested-With, X-Retry-Count, Retry-Attempt, Retry-Reason, "
+                   "Custom-Authorization")
 MAX_AGE = "600"
 
 # The collector's paths (long, short and Segment's import); the only ones CORS opens.

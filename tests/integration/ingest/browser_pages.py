@@ -25,6 +25,9 @@ SEGMENT_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>segmen
   try {
     const cfg = %(config)s;
     const segment = {apiKey: cfg.writeKey, apiHost: cfg.apiHost, protocol: "http"};
+    if (cfg.batching) {  // analytics-next's batching mode posts to /v1/b
+      segment.deliveryStrategy = {strategy: "batching", config: {size: 5, timeout: 500}};
+    }
     const [analytics] = await AnalyticsNext.AnalyticsBrowser.load(
       {writeKey: cfg.writeKey, cdnURL: cfg.cdn,
        cdnSettings: {integrations: {"Segment.io": segment}}},
@@ -67,7 +70,8 @@ RUDDER_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>rudders
 
 
 def page_app(collector_url: str, write_key: str) -> web.Application:
-    """The page server: ``/segment.html?user=&email=`` and ``/rudderstack.html?...``, and
+    """The page server: ``/segment.html?user=&email=[&batching=1]`` and
+    ``/rudderstack.html?user=&email=``, and
     the SDK bundles (analytics-next's lazily loaded chunks under its CDN path)."""
     host = collector_url.split("://", 1)[1]
 
@@ -75,7 +79,8 @@ def page_app(collector_url: str, write_key: str) -> web.Application:
         async def handler(request: web.Request) -> web.Response:
             config = {"writeKey": write_key, "apiHost": f"{host}/v1",
                       "dataPlane": collector_url, "cdn": f"{request.scheme}://{request.host}",
-                      "userId": request.query["user"], "email": request.query["email"]}
+                      "userId": request.query["user"], "email": request.query["email"],
+                      "batching": request.query.get("batching") == "1"}
             html = template % {"config": orjson.dumps(config).decode()}
             return web.Response(text=html, content_type="text/html")
         return handler

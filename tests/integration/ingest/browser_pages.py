@@ -97,6 +97,10 @@ def page_app(collector_url: str, write_key: str) -> web.Application:
         return handler
 
     app = web.Application()
+    async def blank(_request: web.Request) -> web.Response:
+        return web.Response(text="<!doctype html><title>blank</title>", content_type="text/html")
+
+    app.router.add_get("/blank.html", blank)
     app.router.add_get("/segment.html", page(SEGMENT_PAGE))
     app.router.add_get("/rudderstack.html", page(RUDDER_PAGE))
     app.router.add_get("/sdk/segment/{name}", files(SEGMENT_UMD))

@@ -177,3 +177,41 @@ async def test_segment_node_sdk_posts_unchanged(make_settings, start_collector, 
     profile = one_profile(events, "node-anon-1", "node-user-1")
     assert profile["groups"] == {"initech": {"name": ["Initech", *profile["groups"][
         "initech"]["name"][1:]]}}
+
+
+@pytest.mark.timeout(120)
+async def test_a_page_of_an_origin_not_allowed_writes_nothing(make_settings, start_collector):
+    settings = make_settings(cors_origins="https://shop.example")
+    collector = await start_collector(settings)
+    body = {"writeKey": "wk_web", "anonymousId": "a-evil", "event": "Clicked"}
+    async with serve(page_app(collector.url, "wk_web")) as port, async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            await page.goto(f"http://localhost:{port}/blank.html")
+            # A simple request (text/plain, no preflight) and one that needs a preflight.
+            outcomes = await page.evaluate("""async ([url, body]) => {
+                const tries = [{"Content-Type": "text/plain"},
+                               {"Content-Type": "application/json",
+                                "Authorization": "Basic " + btoa("wk_web:")}];
+                const out = [];
+                for (const headers of tries) {
+                  try {
+                    const r = await fetch(url, {method: "POST", headers,
+                                                body: JSON.stringify(body)});
+                    out.push("answered " + r.status);
+                  } catch (e) { out.push("blocked"); }
+                }
+                return out;
+            }""", [collector.url + "/v1/t", body])
+        finally:
+            await browser.close()
+    # The browser hides both answers from the page; the server refused both (403 for
+    # the simple post, the refused preflight kept the other from being sent).
+    assert outcomes == ["blocked", "blocked"]
+    events = await read_events(settings)
+    assert all(docs == [] for docs in events.values())
+    status, answer, headers = await collector.post(
+        "/v1/t", body, key=None, headers={"Origin": f"http://localhost:{port}"})
+    assert status == 403 and answer["error"] == "origin_not_allowed"
+    assert "Access-Control-Allow-Origin" not in headers

@@ -342,8 +342,8 @@ def up(fresh: bool, only_infra: bool, demo_rate: float, demo_people: int) -> Non
                            "--duration", str(DEMO_DURATION), "--url", base])
         console.print(f"up in {time.monotonic() - t0:.1f}s; running: "
                       + ", ".join(f"{n} (pid {p.pid})" for n, p in children))
-        click.echo(f"  demo shop   {base}/demo   <- start here: click, sign in, then open your "
-                   "person and the dashboard")
+        click.echo(f"  demo shop   {base}/demo   <- start here: click, sign in, then follow "
+                   "your profile link")
         click.echo(f"  collector   {base}/v1/batch")
         click.echo(f"  profiles    {base}/v1/profiles?identifier=TYPE:VALUE")
         click.echo(f"  dashboard   {base}/ops")

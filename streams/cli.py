@@ -167,11 +167,12 @@ def serve() -> None:
     settings = settings_or_exit()
     configure_logging(settings)
     # --- ops: an unsafe binding (non-loopback without STREAMS_OPS_TOKEN) is refused ---
+    from streams.ingest.views import CollectorConfigError
     from streams.ops.views import OpsConfigError
 
     try:
         web_app = create_web_app(settings)
-    except OpsConfigError as exc:
+    except (OpsConfigError, CollectorConfigError) as exc:
         fail(str(exc), code=2)
     # --- end ops ---
     console.print(f"serving on http://{settings.http_host}:{settings.http_port}")

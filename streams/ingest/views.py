@@ -227,11 +227,16 @@ def register(app: web.Application, settings: Settings, *, collector: Collector |
              ) -> Collector:
     """Add the collector's routes to ``app``; its producer starts and stops with the app.
 
-    Raises CollectorConfigError for write keys bound to unknown sources.
+    Raises CollectorConfigError for write keys bound to unknown sources or a
+    STREAMS_CORS_ORIGINS entry that is not an origin.
     """
     collector = collector or Collector(settings)
     app[COLLECTOR_KEY] = collector
-    app.middlewares.append(cors.cors_middleware(cors.parse_origins(settings.cors_origins)))
+    try:
+        policy = cors.parse_origins(settings.cors_origins)
+    except cors.CorsConfigError as exc:
+        raise CollectorConfigError(str(exc)) from None
+    app.middlewares.append(cors.cors_middleware(policy))
     app.cleanup_ctx.append(collector.lifespan)
 
     def endpoint(path_type: str | None):

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from streams.ingest import cors, logic
 from streams.ingest.device import describe_user_agent, enrich_context
-from streams.ingest.views import Collector, register
+from streams.ingest.views import Collector, CollectorConfigError, register
 from streams.settings import load_settings
 
 from .test_ingest_views import AUTH
@@ -222,6 +222,12 @@ async def test_preflight_answered_for_allowed_origins_on_collector_paths_only(co
                                                     "event": "E"}))
     assert response.status == 200
     assert response.headers["Access-Control-Allow-Origin"] == "http://127.0.0.1:9"
+
+
+def test_a_bad_origin_setting_is_refused_at_startup():
+    settings = load_settings(cors_origins="shop.example")
+    with pytest.raises(CollectorConfigError, match="STREAMS_CORS_ORIGINS"):
+        register(web.Application(), settings, collector=Collector(settings, writer=Writer()))
 
 
 async def test_configured_origins_replace_the_default(collector):

@@ -3,25 +3,22 @@ JavaScript SDK (npm, versions of js/package-lock.json) loaded in headless Chromi
 page of another origin (``http://localhost:<port>``, the collector on
 ``http://127.0.0.1:<port>``), configured offline. Their page, track, alias, identify
 and group calls reach the topics and fold (the reference fold) into one profile per
-visitor. Segment's Node SDK posts beside them."""
+visitor; a page of an origin that is not allowed writes nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 from urllib.parse import urlsplit
 
-import orjson
 import pytest
 from aiohttp import web
 from playwright.async_api import async_playwright
 
-from streams.profiles.oracle import oracle
-from tests.helpers import REPO, eventually
+from tests.helpers import eventually
 
 from .browser_pages import bundles_present, page_app
-from .support import read_events
+from .support import one_profile, read_events
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -76,16 +73,6 @@ async def run_page(url: str, paths: set[str]) -> tuple[str, list[str], list[str]
     return anonymous_id, outside, posted
 
 
-def one_profile(events: dict[str, list[dict]], anonymous_id: str, user_id: str) -> dict:
-    records = [e for docs in events.values() for e in docs]
-    profiles = [p for p in oracle(records).profiles.values()
-                if f"user_id:{user_id}" in p["identifiers"]]
-    assert len(profiles) == 1, profiles
-    profile = profiles[0]
-    assert f"anonymous_id:{anonymous_id}" in profile["identifiers"]
-    return profile
-
-
 # analytics-next posts text/plain to the short paths (one a call, or /v1/b batches);
 # RudderStack to the long paths with Basic auth, "userId": "" while anonymous.
 PATHS = {"segment": {"/v1/p", "/v1/t", "/v1/a", "/v1/i", "/v1/g"},
@@ -134,49 +121,6 @@ async def test_browser_sdk_on_another_origin_reaches_one_profile(
     assert profile["counts"]["source"] == {"web": 5}
     [device] = profile["devices"].values()
     assert device["info"][0]["type"] == "desktop" and "Chrome" in device["info"][0]["browser"]
-
-
-NODE_SCRIPT = """
-const { Analytics } = require('@segment/analytics-node');
-const [host, writeKey] = process.argv.slice(2);
-const analytics = new Analytics({ writeKey, host, maxEventsInBatch: 10, flushInterval: 100 });
-analytics.on('error', (err) => {
-  console.error(String(err && err.reason || err)); process.exitCode = 1;
-});
-const anonymousId = 'node-anon-1', userId = 'node-user-1';
-analytics.page({ anonymousId, name: 'Home', properties: { path: '/' } });
-analytics.track({ anonymousId, event: 'Product Viewed', properties: { product_id: 'sku-3' } });
-analytics.alias({ previousId: anonymousId, userId });
-analytics.identify({ userId, traits: { email: 'node@example.test' } });
-analytics.group({ userId, groupId: 'initech', traits: { name: 'Initech' } });
-analytics.closeAndFlush({ timeout: 20000 }).then(() => console.log('flushed'));
-"""
-
-
-@pytest.mark.timeout(120)
-async def test_segment_node_sdk_posts_unchanged(make_settings, start_collector, tmp_path):
-    settings = make_settings()
-    collector = await start_collector(settings)
-    script = tmp_path / "send.js"
-    script.write_text(NODE_SCRIPT)
-    proc = await asyncio.create_subprocess_exec(
-        "node", str(script), collector.url, "wk_web", cwd=REPO / "js",
-        env={"NODE_PATH": str(REPO / "js" / "node_modules"), "PATH": "/usr/bin:/bin"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0 and out.strip() == b"flushed", err.decode()
-
-    events = await read_events(settings)
-    kinds = {kind: sorted(e["type"] for e in docs) for kind, docs in events.items()}
-    assert kinds == {"view": ["page"], "click": ["track"], "social": [],
-                     "identify": ["alias", "group", "identify"]}
-    library = events["click"][0]["context"]["library"]
-    assert library["name"] == "@segment/analytics-node"
-    assert orjson.loads((REPO / "js" / "package-lock.json").read_bytes())["packages"][
-        "node_modules/@segment/analytics-node"]["version"] == library["version"]
-    profile = one_profile(events, "node-anon-1", "node-user-1")
-    assert profile["groups"] == {"initech": {"name": ["Initech", *profile["groups"][
-        "initech"]["name"][1:]]}}
 
 
 @pytest.mark.timeout(120)

@@ -7,6 +7,7 @@ test_browser_sdks.py."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 
 import orjson
@@ -99,7 +100,7 @@ async def test_segment_node_sdk_posts_unchanged(make_settings, start_collector, 
     script.write_text(NODE_SCRIPT)
     proc = await asyncio.create_subprocess_exec(
         "node", str(script), collector.url, "wk_web", cwd=REPO / "js",
-        env={"NODE_PATH": str(REPO / "js" / "node_modules"), "PATH": "/usr/bin:/bin"},
+        env={**os.environ, "NODE_PATH": str(REPO / "js" / "node_modules")},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0 and out.strip() == b"flushed", err.decode()

@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import click
 from rich.table import Table
 
-from streams.cli_support import console, err_console, fail, settings_or_exit
-from streams.settings import Settings, configure_logging
+from streams.cli_support import (
+    SecretSafeGroup,
+    console,
+    err_console,
+    fail,
+    print_token_use,
+    settings_or_exit,
+    with_local_secrets,
+)
+from streams.settings import Settings, child_environment, configure_logging
 
 
-@click.group()
+@click.group(cls=SecretSafeGroup)
 def main() -> None:
     """Omnichannel profile builder: collector, Faust worker, profiles, triggers, ops."""
 
@@ -117,14 +127,13 @@ def worker() -> None:
     worker's loop), which stop with it. With STREAMS_WORKER_METRICS_PORT set it serves
     its own /metrics on STREAMS_HTTP_HOST at that port.
     """
-    from faust import Worker
-
     from streams.app import create_app, tune_gc
     from streams.metrics import serve_worker_metrics
     from streams.ops.views import OpsConfigError
+    from streams.pipeline.shutdown import StreamsWorker as Worker
     from streams.topics import ensure_topics
 
-    settings = settings_or_exit()
+    settings, _ = with_local_secrets(settings_or_exit(), tokens=False)  # access: forget key
     configure_logging(settings)
     if settings.triggers_enabled:  # a bad rules file: every problem named, before Kafka
         from streams.triggers.rules import RulesError, load_rules
@@ -166,34 +175,84 @@ def serve() -> None:
 
     settings = settings_or_exit()
     configure_logging(settings)
+    # --- access: beyond loopback, no demo write keys and explicit tokens and forget key;
+    # on loopback what is unset comes from <data_dir>/secrets.json ---
+    from streams.auth import AccessConfigError, check_exposure, is_loopback
+
+    try:
+        check_exposure(settings)
+    except AccessConfigError as exc:
+        fail(str(exc), code=2)
+    local = None
+    if is_loopback(settings.http.host):
+        settings, local = with_local_secrets(settings, tokens=True)
     # --- ops: an unsafe binding (non-loopback without STREAMS_OPS_TOKEN) is refused ---
     from streams.ingest.views import CollectorConfigError
     from streams.ops.views import OpsConfigError
 
     try:
         web_app = create_web_app(settings)
-    except (OpsConfigError, CollectorConfigError) as exc:
+    except (OpsConfigError, AccessConfigError, CollectorConfigError) as exc:
         fail(str(exc), code=2)
     # --- end ops ---
     console.print(f"serving on http://{settings.http_host}:{settings.http_port}")
+    print_token_use(settings, local, show=False)
     web.run_app(web_app, host=settings.http_host, port=settings.http_port,
                 print=None, access_log=None)
 
 
 # --- bench ----------------------------------------------------------------------------
 @main.group(invoke_without_command=True)
+@click.option("--quick", is_flag=True,
+              help="Small counts, one repeat, no reference code: keeps the harness working in CI.")
+@click.option("--repeat", type=click.IntRange(1, 20), default=None,
+              help="Repeats of each product figure (default 3; quick: 1).")
+@click.option("--sizes", default=None, metavar="N,N,...",
+              help="Profile counts of the growth runs (default 10000,100000,1000000).")
+@click.option("--main-size", type=int, default=None,
+              help="The size at which the baselines and the other runs are measured "
+                   "(default 100000, or the largest size below it).")
+@click.option("--against", default=None, metavar="REF",
+              help="Also fold with the code of this commit (default 6237909; 'none' to skip).")
+@click.option("--no-triggers", is_flag=True, help="Skip the trigger stage's figures.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("bench-results"), show_default=True,
+              help="Folder of the JSON and Markdown results.")
 @click.pass_context
-def bench(ctx: click.Context) -> None:
+def bench(ctx: click.Context, quick: bool, repeat: int | None, sizes: str | None,
+          main_size: int | None, against: str | None, no_triggers: bool, out: Path) -> None:
     """Benchmarks, each measured against a baseline run in the same process tree.
 
-    Without a subcommand every benchmark runs in turn.
+    Without a subcommand: the harness. Every measurement in one run against the local
+    Kafka and PostgreSQL (baselines, the product, growth), written to OUT as JSON and
+    Markdown; each product figure repeated (median and spread). The full plan takes
+    about an hour on 2 cores; --quick about two minutes.
     """
-    if ctx.invoked_subcommand is None:
-        if not bench.commands:
-            fail("no benchmarks are registered")
-        for name, command in sorted(bench.commands.items()):
-            console.rule(f"bench {name}")
-            ctx.invoke(command)
+    if ctx.invoked_subcommand is not None:
+        return
+    from streams.bench import harness
+
+    plan = harness.QUICK if quick else harness.Plan()
+    updates: dict = {}
+    if repeat is not None:
+        updates["repeat"] = repeat
+    if sizes:
+        try:
+            updates["sizes"] = tuple(sorted(int(x.replace("_", "")) for x in sizes.split(",")))
+        except ValueError:
+            fail(f"--sizes: expected comma-separated profile counts, got {sizes!r}", code=2)
+    if against is not None:
+        updates["against"] = None if against.lower() == "none" else against
+    if no_triggers:
+        updates["triggers"] = None
+    plan = dataclasses.replace(plan, **updates)
+    chosen = main_size or max([s for s in plan.sizes if s <= 100_000] or [min(plan.sizes)])
+    if chosen not in plan.sizes:
+        fail(f"--main-size {chosen} is not one of the sizes {list(plan.sizes)}", code=2)
+    plan = dataclasses.replace(plan, main=chosen)
+    json_path, md_path = harness.run(settings_or_exit(), plan, out)
+    console.print(md_path.read_text())
+    console.print(f"written: {json_path} and {md_path}")
 
 
 # --- ingest: dlq, demo, bench collector ------------------------------------------------
@@ -294,7 +353,8 @@ def up(fresh: bool, only_infra: bool, demo_rate: float, demo_people: int) -> Non
         from streams.infra import InfraError, infra_up
         from streams.topics import ensure_topics
 
-        settings = settings_or_exit()
+        # The API token and forget key of this machine, made once, passed to the parts.
+        settings, local = with_local_secrets(settings_or_exit(), tokens=True)
         try:
             with console.status("infra: Kafka and PostgreSQL..."):
                 states = infra_up(settings, fresh=fresh)
@@ -313,6 +373,7 @@ def up(fresh: bool, only_infra: bool, demo_rate: float, demo_people: int) -> Non
         sys.exit(130)
     _print_exports(settings)
     if only_infra:
+        print_token_use(settings, local, show=True)
         console.print(f"up in {time.monotonic() - t0:.1f}s")
         return
 
@@ -327,7 +388,7 @@ def up(fresh: bool, only_infra: bool, demo_rate: float, demo_people: int) -> Non
         with open(logs / f"{name}.log", "ab") as out:
             proc = subprocess.Popen([sys.executable, "-m", "streams", *argv], stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    process_group=0)
+                                    process_group=0, env=child_environment(settings))
         children.append((name, proc))
 
     code = 0
@@ -348,8 +409,10 @@ def up(fresh: bool, only_infra: bool, demo_rate: float, demo_people: int) -> Non
         click.echo(f"  collector   {base}/v1/batch")
         click.echo(f"  profiles    {base}/v1/profiles?identifier=TYPE:VALUE")
         click.echo(f"  dashboard   {base}/ops")
+        click.echo(f"  people      {base}/people")
         click.echo(f"  metrics     {base}/metrics")
         click.echo(f"  logs        {logs}/")
+        print_token_use(settings, local, show=True)
         if demo_rate > 0:
             click.echo(f"Demo traffic: {demo_rate:g} events/s from {demo_people} simulated people "
                        "(web, app, watch, social).")

@@ -79,8 +79,15 @@ class SqlNames:
         return format(self._table_name, spec)
 
 
+# Errors and logs of SQLAlchemy carry a statement's parameters unless told not to: those
+# are events' values (emails, traits), which never go into a log line or a dead letter.
+_HIDE = {"hide_parameters": True}
+
+
 def async_engine(settings: Settings, **kwargs) -> AsyncEngine:
-    """An asyncio engine (psycopg 3) on STREAMS_DATABASE_URL. Does not connect yet."""
+    """An asyncio engine (psycopg 3) on STREAMS_DATABASE_URL, hiding statement parameters
+    from its errors and logs. Does not connect yet."""
+    kwargs = {**_HIDE, **kwargs}
     kwargs.setdefault("pool_size", 5)
     kwargs.setdefault("max_overflow", 5)
     kwargs.setdefault("pool_pre_ping", True)
@@ -88,7 +95,9 @@ def async_engine(settings: Settings, **kwargs) -> AsyncEngine:
 
 
 def sync_engine(settings: Settings, **kwargs) -> Engine:
-    """A blocking engine, for the CLI and migrations."""
+    """A blocking engine, for the CLI and migrations, hiding statement parameters from
+    its errors and logs."""
+    kwargs = {**_HIDE, **kwargs}
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(settings.database.url, **kwargs)
 

@@ -11,12 +11,15 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, PrivateAttr, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from streams.credentials import MIN_FORGET_KEY_LENGTH, parse_api_tokens
 from streams.identity.models import IdentityRules
 from streams.settings_groups import (
+    ApiSettings,
     CollectorSettings,
     DatabaseTarget,
     HttpSettings,
@@ -29,10 +32,14 @@ from streams.settings_groups import (
     derive_groups,
 )
 
-__all__ = ["DEFAULT_DATABASE_URL", "DatabaseTarget", "Settings", "child_environment",
-           "configure_logging", "load_settings", "settings_env"]
+__all__ = ["DEFAULT_DATABASE_URL", "DEMO_WRITE_KEYS", "DatabaseTarget", "Settings",
+           "child_environment", "configure_logging", "load_settings", "settings_env"]
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg://streams:streams@127.0.0.1:5432/streams"
+# The built-in write keys: public (they are in the README), so fit for a laptop only;
+# `streams serve` refuses them on a non-loopback address.
+DEMO_WRITE_KEYS = ("wk_web=web,wk_app=mobile,wk_watch=smartwatch,"
+                   "wk_fb=facebook,wk_ig=instagram,wk_tw=twitter,wk_li=linkedin")
 
 
 def _parse_write_keys(raw: object) -> dict[str, str]:
@@ -72,13 +79,12 @@ class Settings(BaseSettings):
     database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
     http_host: str = "127.0.0.1"
     http_port: int = Field(8000, ge=1, le=65535)
-    write_keys: Annotated[dict[str, str], NoDecode] = Field(
-        default_factory=lambda: _parse_write_keys(
-            "wk_web=web,wk_app=mobile,wk_watch=smartwatch,"
-            "wk_fb=facebook,wk_ig=instagram,wk_tw=twitter,wk_li=linkedin"
-        ),
-        repr=False,
-    )
+    # Secret strings as keys: printing the settings never shows a key (the collector
+    # compares with the clear mapping in ``settings.collector.write_keys``).
+    write_keys: Annotated[dict[SecretStr, str], NoDecode] = Field(
+        default_factory=lambda: {SecretStr(k): v
+                                 for k, v in _parse_write_keys(DEMO_WRITE_KEYS).items()},
+        repr=False)
 
     # --- topics --------------------------------------------------------------------
     # The prefix lets tests (and several environments on one cluster) use their own topics.
@@ -232,6 +238,17 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at least STREAMS_OPS_WINDOW ({window}s)")
         return value
     # --- end ops ----------------------------------------------------------------------
+    # --- event contract limits (streams/events/limits.py; docs/limits.md) -------------
+    # One set at both ends: the collector refuses and the worker dead-letters the same.
+    # Identifier values: at most the schema's 512 characters (also under PostgreSQL's
+    # btree row limit of 2704 bytes at 4 bytes a character).
+    event_max_identifier_chars: int = Field(512, ge=16, le=512)
+    event_max_depth: int = Field(32, ge=4, le=200)  # nesting levels, the event itself is 1
+    event_max_properties: int = Field(255, ge=16, le=10_000)  # keys of any one object
+    # The event time is bounded to [receivedAt - past, receivedAt + future].
+    event_max_future_seconds: float = Field(600.0, ge=0, le=7 * 86_400)
+    event_max_past_days: float = Field(3650.0, gt=0, le=36_500)
+    # --- end event contract limits ------------------------------------------------------
     # Browser origins allowed to post to the collector (streams/ingest/cors.py):
     # comma-separated scheme://host[:port|:*], "*" for any; empty: loopback origins.
     cors_origins: str = ""
@@ -239,6 +256,9 @@ class Settings(BaseSettings):
     @field_validator("write_keys", mode="before")
     @classmethod
     def _write_keys(cls, value: object) -> dict[str, str]:
+        if isinstance(value, dict):
+            value = {(k.get_secret_value() if isinstance(k, SecretStr) else k): v
+                     for k, v in value.items()}
         return _parse_write_keys(value)
 
     @field_validator("database_url", mode="after")
@@ -251,7 +271,40 @@ class Settings(BaseSettings):
             url = "postgresql://" + url[len("postgres://") :]
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg://" + url[len("postgresql://") :]
+        try:  # here, not when the views are derived: the error then names this variable
+            _ = urlsplit(url).port
+        except ValueError:
+            # Never urllib's message nor the value: both may carry the password.
+            raise ValueError("STREAMS_DATABASE_URL is not a valid URL (check the host and "
+                             "that the port is a number 1-65535)") from None
         return SecretStr(url)
+
+    # --- access: profile API tokens, forget key (streams/auth.py, credentials.py) -------
+    # "token=scope,..." with scopes read and forget (forget implies read); empty: `serve`
+    # on a loopback address uses the token `streams up` keeps in <data_dir>/secrets.json.
+    api_tokens: SecretStr = SecretStr("")
+    # Profile API requests per second per token (per client address without a valid
+    # token), and the burst allowed at once; 0 turns the limit off.
+    api_rate: float = Field(50.0, ge=0)
+    api_burst: float = Field(200.0, ge=1)
+    # Keys the hashes that remember forgotten identifiers (HMAC-SHA256); every worker and
+    # server must share it. Unset: the one `streams up` keeps in <data_dir>/secrets.json.
+    forget_key: SecretStr | None = None
+
+    @field_validator("api_tokens", mode="after")
+    @classmethod
+    def _api_tokens(cls, value: SecretStr) -> SecretStr:
+        parse_api_tokens(value)  # raises ValueError naming the entry's position
+        return value
+
+    @field_validator("forget_key", mode="after")
+    @classmethod
+    def _forget_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < MIN_FORGET_KEY_LENGTH:
+            raise ValueError(f"STREAMS_FORGET_KEY must be at least {MIN_FORGET_KEY_LENGTH} "
+                             "characters (`streams up` generates one)")
+        return value
+    # --- end access -----------------------------------------------------------------
 
     # --- per-component views, derived once ------------------------------------------
     # Private attributes, not cached properties: a frozen model still takes them, and
@@ -316,6 +369,11 @@ class Settings(BaseSettings):
         """The trigger stage's rules file, switch, poll interval and batch."""
         return self._groups.triggers
 
+    @property
+    def api(self) -> ApiSettings:
+        """The profile API's tokens and rate, and the forget key (secrets: never print)."""
+        return self._groups.api
+
     # --- shorthands kept for callers of the flat form --------------------------------
     def topic(self, name: str) -> str:
         """The full topic name for a configured base name (prefix applied)."""
@@ -341,6 +399,10 @@ class Settings(BaseSettings):
         return self.database.redacted()
 
 
+def _clear(value: object) -> str:
+    return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The STREAMS_* variables that reproduce ``settings`` in a child process (secrets in
     clear: for a child's environment only, never for printing)."""
@@ -352,7 +414,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
         elif isinstance(value, dict):
-            value = ",".join(f"{k}={v}" for k, v in value.items())
+            value = ",".join(f"{_clear(k)}={_clear(v)}" for k, v in value.items())
         elif isinstance(value, tuple):
             value = ",".join(str(v) for v in value)
         elif isinstance(value, Path):

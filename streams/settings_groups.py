@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
+from streams.credentials import ApiToken, parse_api_tokens
 from streams.identity.models import DEFAULT_PRIORITY, IdentityRules
 
 if TYPE_CHECKING:
@@ -217,6 +218,18 @@ class DatabaseTarget:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """The profile API's access (``STREAMS_API_TOKENS``, ``STREAMS_API_RATE``,
+    ``STREAMS_API_BURST``) and the forget key (``STREAMS_FORGET_KEY``; None: the local
+    one, see ``streams.credentials.local_secrets``). Secrets: left out of ``repr``."""
+
+    tokens: tuple[ApiToken, ...] = field(repr=False)
+    rate: float
+    burst: float
+    forget_key: SecretStr | None = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class SettingGroups:
     """Every per-component view of one ``Settings``."""
 
@@ -229,6 +242,7 @@ class SettingGroups:
     ops: OpsSettings
     infra: InfraSettings
     triggers: TriggerSettings
+    api: ApiSettings
 
 
 def _identity_rules(s: Settings) -> IdentityRules:
@@ -259,7 +273,8 @@ def derive_groups(s: Settings) -> SettingGroups:
         http=HttpSettings(host=s.http_host, port=s.http_port),
         database=DatabaseTarget.parse(s.database_url.get_secret_value(), s.profiles_schema),
         collector=CollectorSettings(
-            write_keys=dict(s.write_keys), rate=s.collector_rate, burst=s.collector_burst,
+            write_keys={_clear(k): v for k, v in s.write_keys.items()},
+            rate=s.collector_rate, burst=s.collector_burst,
             max_event_bytes=s.collector_max_event_bytes,
             max_request_bytes=s.collector_max_request_bytes,
             ack_timeout=s.collector_ack_timeout, linger_ms=s.producer_linger_ms,
@@ -281,4 +296,12 @@ def derive_groups(s: Settings) -> SettingGroups:
         triggers=TriggerSettings(
             file=s.triggers_file, enabled=s.triggers_enabled,
             poll_seconds=s.triggers_poll_seconds, batch=s.triggers_batch),
+        api=ApiSettings(tokens=parse_api_tokens(s.api_tokens), rate=s.api_rate,
+                        burst=s.api_burst, forget_key=s.forget_key),
     )
+
+
+def _clear(key: object) -> str:
+    """A write key in clear (settings hold them as secret strings; a ``model_copy``
+    update may give plain ones)."""
+    return key.get_secret_value() if isinstance(key, SecretStr) else str(key)

@@ -17,10 +17,11 @@ import psutil
 import psycopg
 import pytest
 from psycopg import sql
+from pydantic import SecretStr
 
 from streams.infra.procs import stop_session
 from streams.settings import Settings, load_settings
-from tests.helpers import child_env, unique
+from tests.helpers import API_FORGET_TOKEN, API_READ_TOKEN, FORGET_KEY, child_env, unique
 
 
 def pytest_collection_modifyitems(items):
@@ -56,7 +57,10 @@ def session_settings(infra_settings: Settings) -> Settings:
     )
     admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
     settings = infra_settings.model_copy(
-        update={"database_url": infra_settings.database_url.__class__(target.with_dbname(dbname))}
+        update={"database_url": infra_settings.database_url.__class__(target.with_dbname(dbname)),
+                # Known credentials: tests send them, and look for them in logs.
+                "api_tokens": SecretStr(f"{API_READ_TOKEN}=read,{API_FORGET_TOKEN}=forget"),
+                "forget_key": SecretStr(FORGET_KEY)}
     )
     db.upgrade(settings)
     yield settings

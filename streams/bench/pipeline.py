@@ -18,6 +18,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import click
 import orjson
@@ -41,12 +44,19 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 def make_events(people: int, events: int, seed: int = 1, start: float | None = None,
                 prefix: str = "b", timezone: str = "Europe/Paris"
                 ) -> list[tuple[bytes, bytes, str]]:
+    """``iter_events`` as a list (for the small runs that index into it). Pure."""
+    return list(iter_events(people, events, seed, start, prefix, timezone))
+
+
+def iter_events(people: int, events: int, seed: int = 1, start: float | None = None,
+                prefix: str = "b", timezone: str = "Europe/Paris"
+                ) -> Iterator[tuple[bytes, bytes, str]]:
     """(key, value, topic kind) for ``events`` envelopes spread over ``people`` people:
     anonymous views first, then identifies linking a user id, then clicks, 10 ms apart
-    from ``start`` (epoch seconds), all from people in ``timezone``. Pure."""
+    from ``start`` (epoch seconds), all from people in ``timezone``. Generated one at a
+    time, so that a bench of ten million events holds none of them. Pure."""
     rnd = random.Random(seed)
     base = start if start is not None else 1_772_000_000.0
-    out = []
     for i in range(events):
         person = i % people
         step = i // people
@@ -69,8 +79,7 @@ def make_events(people: int, events: int, seed: int = 1, start: float | None = N
             doc.update(type="track", event="Product Added",
                        properties={"product_id": f"sku-{rnd.randint(0, 500)}"})
             kind = "click"
-        out.append((anon.encode(), orjson.dumps(doc), kind))
-    return out
+        yield anon.encode(), orjson.dumps(doc), kind
 
 
 def _topic(settings: Settings, kind: str) -> str:
@@ -78,7 +87,8 @@ def _topic(settings: Settings, kind: str) -> str:
                            "click": settings.topic_click}[kind])
 
 
-async def produce(settings: Settings, records, rate: float | None = None,
+async def produce(settings: Settings, records: Iterable[tuple[bytes, bytes, str]],
+                  rate: float | None = None,
                   sent_at: dict | None = None, sample: set[str] | None = None) -> None:
     """Send records (at ``rate`` per second when given), recording send times by
     message id in ``sent_at`` (only for the message ids in ``sample`` when given)."""
@@ -131,45 +141,84 @@ async def end_total(settings: Settings) -> int:
         await consumer.stop()
 
 
+@dataclass
+class CaughtUp:
+    """A worker run timed from its group's first offset commit to its last: ``events``
+    were consumed in ``seconds``; ``procs`` are the worker processes, still running."""
+
+    rate: float
+    events: int
+    seconds: float
+    procs: list[subprocess.Popen]
+
+
 async def run_until_caught_up(settings: Settings, argv: list[str], total: int,
                               rss: list[int] | None = None, limit_s: float = 1800
                               ) -> tuple[float, subprocess.Popen]:
     """Start ``argv`` as a worker and return (events/s between its first and last offset
     commit, the process). Samples the process tree's RSS into ``rss`` from the first
     commit on (before it, the worker is still starting)."""
-    # Popen returns at once (it does not wait for the child), so it does not block the loop.
-    proc = subprocess.Popen(argv, env=child_environment(settings), stdout=subprocess.DEVNULL,  # noqa: ASYNC220
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    run = await run_workers(settings, [argv], total, rss=rss, limit_s=limit_s)
+    return run.rate, run.procs[0]
+
+
+async def run_workers(settings: Settings, argvs: list[list[str]], total: int, *,
+                      rss: list[int] | None = None, limit_s: float = 1800,
+                      env: dict[str, str] | None = None, cwd: Path | None = None,
+                      on_start: Callable[[list[subprocess.Popen]], None] | None = None,
+                      on_first: Callable[[], None] | None = None,
+                      on_done: Callable[[], None] | None = None) -> CaughtUp:
+    """Start one process per ``argv`` (workers of one consumer group) and wait until the
+    group has committed ``total`` offsets. The rate counts from the first commit seen to
+    the last, so start-up is not in it; ``on_first`` and ``on_done`` run at those two
+    moments (the CPU meter's snapshots), ``on_start`` once the processes exist. Raises
+    ClickException when a worker exits or the group does not catch up within
+    ``limit_s``; then no process is left running. ``env`` adds to the settings'
+    environment; ``cwd`` is the processes' folder (the first entry of their import
+    path). Blocks."""
+    environment = {**child_environment(settings), **(env or {})}
+    procs: list[subprocess.Popen] = []
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     try:
+        for argv in argvs:
+            # Popen returns at once (it does not wait for the child): no blocking the loop.
+            procs.append(subprocess.Popen(  # noqa: ASYNC220
+                argv, env=environment, stdout=subprocess.DEVNULL, cwd=cwd,
+                stderr=subprocess.DEVNULL, start_new_session=True))
+        if on_start is not None:
+            on_start(procs)
         await admin.start()
-    except BaseException:
-        stop_session(proc)
-        raise
-    first: tuple[float, int] | None = None
-    deadline = time.monotonic() + limit_s
-    try:
+        first: tuple[float, int] | None = None
+        deadline = time.monotonic() + limit_s
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise click.ClickException(f"worker exited with status {proc.returncode}")
+            for proc in procs:
+                if proc.poll() is not None:
+                    raise click.ClickException(f"worker exited with status {proc.returncode}")
             done = await committed_total(settings, admin)
             now = time.monotonic()
             if os.environ.get("STREAMS_BENCH_TRACE"):
                 console.print(f"  {now:.2f} committed {done}")
             if done > 0 and first is None:
                 first = (now, done)
+                if on_first is not None:
+                    on_first()
             if rss is not None and first is not None:  # from the first commit: the run
                 try:
-                    rss.append(tree_rss(proc.pid))
+                    rss.append(sum(tree_rss(p.pid) for p in procs))
                 except psutil.Error:
                     pass
             if done >= total and first is not None:
+                if on_done is not None:
+                    on_done()
                 span = now - first[0]
-                return ((total - first[1]) / span if span > 0 else float("inf")), proc
+                events = total - first[1]
+                return CaughtUp(rate=events / span if span > 0 else float("inf"),
+                                events=events, seconds=span, procs=procs)
             await asyncio.sleep(0.1)
         raise click.ClickException(f"worker did not catch up within {limit_s:.0f}s")
     except BaseException:
-        stop_session(proc)  # the caller never sees the process: nothing may outlive the bench
+        for proc in procs:  # the caller never sees them: nothing may outlive the bench
+            stop_session(proc)
         raise
     finally:
         await admin.close()
@@ -193,6 +242,15 @@ LATENCY_SAMPLES = 2000
 async def latency_p99(settings: Settings, rate: float, seconds: float) -> tuple[float, int]:
     """Produce at ``rate`` for ``seconds`` and return (p99 seconds from send to the row
     being visible in PostgreSQL, samples)."""
+    _p50, p99, samples = await latency_quantiles(settings, rate, seconds)
+    return p99, samples
+
+
+async def latency_quantiles(settings: Settings, rate: float, seconds: float
+                            ) -> tuple[float, float, int]:
+    """Produce at ``rate`` for ``seconds`` and return (p50, p99 seconds from send to the
+    row being visible in PostgreSQL, samples). Raises ClickException when no event was
+    stored. Blocks."""
     from streams.db import async_engine
 
     n = max(50, int(rate * seconds))
@@ -231,7 +289,8 @@ async def latency_p99(settings: Settings, rate: float, seconds: float) -> tuple[
         q = statistics.quantiles(latencies, n=100)
         console.print(f"  latency p50 {q[49]:.3f}s p90 {q[89]:.3f}s p99 {q[98]:.3f}s "
                       f"max {latencies[-1]:.3f}s")
-    return statistics.quantiles(latencies, n=100)[98], len(latencies)
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
+    return q[49], q[98], len(latencies)
 
 
 async def bytes_per_profile(settings: Settings) -> tuple[float, int]:
@@ -285,7 +344,7 @@ async def _pipeline(people: int, per_profile: int, latency_seconds: float, keep:
     try:
         with console.status(f"producing {total:,} events for {people:,} people..."):
             t0 = time.monotonic()
-            await produce(settings, make_events(people, total))
+            await produce(settings, iter_events(people, total))
             produce_rate = total / (time.monotonic() - t0)
         ends = await end_total(settings)
         noop_settings = settings.model_copy(update={"consumer_group": f"bench-noop-{tag}"})

@@ -38,7 +38,8 @@ ENGINE_KEY = web.AppKey("demo_engine", AsyncEngine)
 def web_write_key(settings: Settings) -> str | None:
     """The first write key bound to the web source (the page's SDK posts with it; a
     browser write key is public by design, as in Segment)."""
-    return next((k for k, source in settings.write_keys.items() if source == "web"), None)
+    return next((k for k, source in settings.collector.write_keys.items() if source == "web"),
+                None)
 
 
 def page_config(settings: Settings) -> dict:

@@ -9,6 +9,7 @@ not UTF-8, not an object) goes as its raw bytes beside the reason.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +29,11 @@ HEADER_REASON = "x-reason"
 HEADER_FIELD = "x-field"
 HEADER_REPLAYED = "x-replayed-from"
 _MAX_HEADER_REASON = 1000
+# A direct producer may write records up to the broker's limit (1 MB by default); its
+# dead letter, holding the record and more, would be over it, the send would fail and
+# the partition would stall on it. Past this size only the start of the value is kept
+# (the whole record stays on its topic, at the offset the headers name).
+MAX_EMBEDDED_BYTES = 64 * 1024
 
 
 def dlq_headers(
@@ -57,6 +63,9 @@ def _dlq_value(
         "original": {"topic": topic, "partition": partition, "offset": offset, "key": key},
         "deadLetteredAt": format_time(now), "source": source, "batchIndex": batch_index,
     }
+    if raw is not None and len(raw) > MAX_EMBEDDED_BYTES:
+        doc["rawTruncatedFrom"] = len(raw)
+        original, raw = None, raw[:MAX_EMBEDDED_BYTES]
     if isinstance(original, dict):
         doc["event"] = original
         try:
@@ -76,11 +85,16 @@ def _dlq_value(
 
 
 def _raw_json(value: object) -> bytes:
-    """``value`` as JSON bytes, or its repr when orjson cannot write it (never raises)."""
+    """``value`` as JSON bytes: by orjson, else by the standard library (no 255-level
+    limit), else a placeholder (deeper than Python recurses). Never raises."""
     try:
         return orjson.dumps(value)
     except (orjson.JSONEncodeError, TypeError):
-        return repr(value).encode("utf-8", "replace")
+        pass
+    try:
+        return json.dumps(value, ensure_ascii=False, default=repr).encode("utf-8", "replace")
+    except (RecursionError, ValueError, TypeError):
+        return b'"(an event too deeply nested to write)"'
 
 
 def dead_letter_for_record(invalid: InvalidRecord, now: datetime) -> DeadLetter:
@@ -91,7 +105,7 @@ def dead_letter_for_record(invalid: InvalidRecord, now: datetime) -> DeadLetter:
     bytes when it was not a JSON object (or could not be embedded). Never raises.
     """
     original: object = None
-    if invalid.value:
+    if invalid.value and len(invalid.value) <= MAX_EMBEDDED_BYTES:
         try:
             original = orjson.loads(invalid.value)
         except orjson.JSONDecodeError:

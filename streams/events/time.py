@@ -17,7 +17,8 @@ def utc_now() -> datetime:
 def parse_time(value: object) -> datetime | None:
     """An ISO-8601 / RFC 3339 string as an aware UTC datetime; None when absent or bad.
 
-    A string without an offset is taken as UTC.
+    A string without an offset is taken as UTC. Never raises: a time that exists on its
+    own clock but not in UTC (year 9999 at -01:00) is bad too.
     """
     if not isinstance(value, str) or not value:
         return None
@@ -27,7 +28,10 @@ def parse_time(value: object) -> datetime | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        return None
 
 
 def format_time(moment: datetime) -> str:

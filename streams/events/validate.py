@@ -1,37 +1,38 @@
 """Validation of event records against the contract: their topic's JSON Schema, the
-identifier rule, the type <-> topic mapping; and the limits both ends enforce.
+identifier rule, the type <-> topic mapping, and the limits both ends enforce
+(``streams.events.limits``).
 
-``validate_record`` is what every stage runs on a record it reads from an event topic
-(a direct producer can send anything); the collector uses the same schemas and error
-messages (``schema_error``, ``type_error``, ``ids_error``) before it writes.
+``validate_record`` is THE decision on a record read from an event topic (a direct
+producer can send anything): valid with its event time, or dead-lettered with a reason.
+The collector runs the same checks and messages (``schema_error``, ``type_error``,
+``ids_error``, ``limits.time_problem``, ``limits.content_problem``) before it writes,
+so that it refuses exactly what this would dead-letter. Reasons name the field and the
+rule, never the value.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 import jsonschema_rs
 import orjson
 
-from streams.events.derive import derive_source, route
+from streams.events.derive import derive_source, message_id_for_record, route
+from streams.events.limits import (
+    DEFAULT_LIMITS,
+    Limits,
+    bound_time,
+    content_problem,
+    instant,
+    time_problem,
+)
 from streams.events.models import EVENT_TYPES, InvalidRecord, ValidEvent
 from streams.events.schemas import SchemaSet, default_schemas
-from streams.events.time import parse_time
 from streams.events.topics import TopicKinds
 
-
-@dataclass(frozen=True)
-class Limits:
-    """Size limits of the collector (Segment's: 32 KB an event, 500 KB a request)."""
-
-    max_event_bytes: int = 32 * 1024
-    max_request_bytes: int = 500 * 1024
-    max_batch_events: int = 10_000
-
-
-DEFAULT_LIMITS = Limits()
-
+__all__ = ["DEFAULT_LIMITS", "Limits", "TopicKinds", "clip", "ids_error", "json_type",
+           "schema_error", "type_error", "validate_record"]
 
 
 def json_type(value: object) -> str:
@@ -53,8 +54,41 @@ def _pointer(path: Iterable[object]) -> str:
 
 
 
+def _rule(kind: object) -> str:
+    """What a schema keyword asks, from its parameters only: jsonschema-rs's own
+    messages quote the instance, which may be a person's data."""
+    name = type(kind).__name__
+    params = kind.as_dict() if hasattr(kind, "as_dict") else {}
+    limit = params.get("limit")
+    if name == "Type":
+        types = params.get("types") or []
+        return "must be " + " or ".join(str(t) for t in types)
+    if name == "MaxLength":
+        return f"is longer than {limit} characters"
+    if name == "MinLength":
+        return f"is shorter than {limit} character" + ("s" if limit != 1 else "")
+    if name == "Format":
+        return f"is not a valid {params.get('format')}"
+    if name == "Enum":
+        return "must be one of " + clip(", ".join(str(o) for o in params.get("options", [])),
+                                        200)
+    if name == "Constant":
+        return clip(f"must be {params.get('expected_value')}", 100)
+    if name in ("MaxItems", "MaxProperties"):
+        return f"has more than {limit} " + ("items" if name == "MaxItems" else "properties")
+    if name in ("MinItems", "MinProperties"):
+        return f"has fewer than {limit} " + ("items" if name == "MinItems" else "properties")
+    if name in ("Not", "FalseSchema"):
+        return "is not allowed here"
+    if name == "AdditionalProperties":
+        return "has properties the schema does not allow"
+    return f"does not match the schema ({name})"
+
+
 def schema_error(validator: jsonschema_rs.Validator, doc: object) -> tuple[str, str] | None:
-    """The first schema violation of ``doc`` as (JSON pointer, message), or None if valid."""
+    """The first schema violation of ``doc`` as (JSON pointer, message), or None if valid.
+
+    The message names the field and the rule, never the value."""
     if validator.is_valid(doc):
         return None
     for error in validator.iter_errors(doc):
@@ -66,8 +100,8 @@ def schema_error(validator: jsonschema_rs.Validator, doc: object) -> tuple[str, 
         elif kind in ("AnyOf", "OneOf", "OneOfNotValid", "OneOfMultipleValid"):
             message = "does not match any of the allowed forms"
         else:
-            message = clip(error.message)
-        pointer = _pointer(path)
+            message = _rule(error.kind)
+        pointer = clip(_pointer(path), 300)
         return pointer, f"{pointer or 'event'}: {message}"
     return "", "event: invalid"  # pragma: no cover - is_valid and iter_errors disagree
 
@@ -85,13 +119,19 @@ def ids_error(event: Mapping) -> tuple[str, str] | None:
     return "/userId", "missing both userId and anonymousId: at least one is required"
 
 
+_TYPE_NAME = re.compile(r"[A-Za-z][A-Za-z_-]{0,19}")
+
+
 def type_error(event: Mapping) -> tuple[str, str] | None:
+    """The ``type`` rule: one of ``EVENT_TYPES``. An unknown type is named only when it
+    looks like a type name (``group``), never echoed otherwise (it could be anything)."""
     event_type = event.get("type")
     if event_type in EVENT_TYPES:
         return None
     if event_type is None:
         return "/type", "/type: missing; expected one of " + ", ".join(EVENT_TYPES)
-    shown = clip(repr(event_type), 60)
+    shown = repr(event_type) if isinstance(event_type, str) and \
+        _TYPE_NAME.fullmatch(event_type) else "type"
     return "/type", f"/type: unknown type {shown}; expected one of " + ", ".join(EVENT_TYPES)
 
 
@@ -107,17 +147,27 @@ def validate_record(
     *,
     kinds: TopicKinds | None = None,
     schemas: SchemaSet | None = None,
+    limits: Limits | None = None,
 ) -> ValidEvent | InvalidRecord:
     """Validate one record read from an event topic; never raises for bad data.
 
-    Checks that the value is a JSON object valid against the schema of the topic's kind
-    (so a page on events.click, or a track without socialChannel on events.social, is
-    invalid), fills in ``source`` when the producer left it out, and returns a
-    ``ValidEvent`` carrying the event time; otherwise an ``InvalidRecord`` whose reason
-    names the field. ``kinds`` maps topic names to kinds (default: by name suffix).
+    In this order, the first failure deciding the reason: the topic is an event topic;
+    the value is at most ``max_event_bytes`` (the collector's 413 for an event); it is a
+    JSON object; a missing (absent, null or empty) ``messageId`` is
+    derived from the record's bytes (``derive.message_id_for_record``); ``type`` is
+    known, one of ``userId``/``anonymousId`` is given, the type belongs on this topic;
+    the topic's schema; every time field is a valid instant in range
+    (``limits.time_problem``); identifier values and structure (``limits.content_problem``).
+    Then ``source`` is filled in when the producer left it out, and the event time is
+    ``timestamp`` bounded around ``receivedAt`` (``limits.bound_time``).
+
+    Returns a ``ValidEvent``, or an ``InvalidRecord`` whose reason names the field and
+    the rule. ``kinds`` maps topic names to kinds (default: by name suffix); ``limits``
+    defaults to ``DEFAULT_LIMITS`` (a stage passes ``Limits.from_settings``).
     """
     kinds = kinds or _DEFAULT_KINDS
     schemas = schemas or default_schemas()
+    limits = limits or DEFAULT_LIMITS
 
     def fail(reason: str, field: str | None = None) -> InvalidRecord:
         return InvalidRecord(topic, partition, offset, key, value, reason, field)
@@ -127,28 +177,34 @@ def validate_record(
         return fail(f"topic {topic!r} is not an event topic")
     if not value:
         return fail("empty value", "")
+    if len(value) > limits.max_event_bytes:
+        return fail(f"event is {len(value)} bytes, over the limit of {limits.max_event_bytes}"
+                    " bytes (max_event_bytes)", "")
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         return fail(f"value is not JSON: {exc}", "")
     if not isinstance(doc, dict):
         return fail(f"value must be a JSON object, not {json_type(doc)}", "")
+    if doc.get("messageId") is None or doc.get("messageId") == "":
+        doc["messageId"] = message_id_for_record(value)
     problem = type_error(doc) or ids_error(doc)
     if problem is None and route({"type": doc["type"], "socialChannel": None}) != kind and not (
         kind == "social" and doc["type"] == "track"
     ):
         right = route({"type": doc["type"], "socialChannel": None})
         problem = "/type", f"/type: a {doc['type']} event belongs on the {right} topic, not {topic}"
-    problem = problem or schema_error(schemas.topics[kind], doc)
+    problem = (problem or schema_error(schemas.topics[kind], doc) or time_problem(doc)
+               or content_problem(doc, limits, value))
     if problem is not None:
         return fail(problem[1], problem[0])
     if "source" not in doc:
         doc["source"] = derive_source(doc, None)
-    event_time = parse_time(doc["timestamp"])
-    assert event_time is not None  # the schema checked the date-time format
+    received = instant(doc["receivedAt"]) if doc.get("receivedAt") is not None else None
+    event_time = bound_time(instant(doc["timestamp"]),  # type: ignore[arg-type]
+                            received if not isinstance(received, str) else None, limits)
     return ValidEvent(
         topic=topic, partition=partition, offset=offset, message_id=doc["messageId"],
         key=key.decode("utf-8", "replace") if key is not None else None,
         payload=doc, event_time=event_time, kind=kind,
     )
-

@@ -17,6 +17,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from streams.credentials import forget_digest, legacy_digest
 from streams.db import SqlNames, metadata
 from streams.identity.tables import (
     component_id_seq,
@@ -34,7 +35,8 @@ __all__ = [
     "SURVIVORS",
     "IDENTIFIER_LOCK_CLASS", "COMPONENT_LOCK_CLASS", "identifier_digest", "json_list",
     "text_array", "bigint_array", "lock_identifiers", "lock_components", "components_of",
-    "lock_and_map", "forgotten_among", "profile_for_identifier", "survivor_of", "merges_of",
+    "lock_and_map", "forgotten_among", "remember_forgotten", "profile_for_identifier",
+    "survivor_of", "merges_of",
 ]
 
 # Quoted table and column names for the hand-written statements below (and the profile
@@ -48,9 +50,10 @@ IDENTIFIER_LOCK_CLASS = 0x5F49
 COMPONENT_LOCK_CLASS = 0x5F43
 
 
-def identifier_digest(identifier: str) -> bytes:
-    """SHA-256 of ``TYPE:VALUE``: how a forgotten identifier is remembered."""
-    return hashlib.sha256(identifier.encode()).digest()
+def identifier_digest(identifier: str, key: bytes | None) -> bytes:
+    """How a forgotten identifier is remembered: HMAC-SHA256 of ``TYPE:VALUE`` under the
+    forget key; without a key (tests, tools) the unkeyed SHA-256 of old."""
+    return forget_digest(identifier, key) if key is not None else legacy_digest(identifier)
 
 
 # Hot-path list parameters travel as one JSON array (dumped by orjson in C) and are
@@ -78,6 +81,12 @@ _COMPONENTS_OF = text(
 _FORGOTTEN_AMONG = text(
     f"SELECT {FORGOTTEN.identifier_sha256} FROM {FORGOTTEN} "
     f"WHERE {FORGOTTEN.identifier_sha256} = ANY(ARRAY("
+    "SELECT decode(jsonb_array_elements_text(CAST(:d AS jsonb)), 'hex')))")
+_REMEMBER_FORGOTTEN = text(
+    f"INSERT INTO {FORGOTTEN} ({FORGOTTEN.identifier_sha256}) VALUES (:d) "
+    "ON CONFLICT DO NOTHING")
+_FORGET_LEGACY = text(
+    f"DELETE FROM {FORGOTTEN} WHERE {FORGOTTEN.identifier_sha256} = ANY(ARRAY("
     "SELECT decode(jsonb_array_elements_text(CAST(:d AS jsonb)), 'hex')))")
 _PROFILE_FOR_IDENTIFIER = text(
     f"SELECT {IDS.profile_id} FROM {IDS} WHERE {IDS.identifier} = :i")
@@ -145,13 +154,33 @@ async def lock_and_map(conn: AsyncConnection, identifiers: list[str]) -> dict[st
         locked |= missing
 
 
-async def forgotten_among(conn: AsyncConnection, identifiers: Iterable[str]) -> frozenset[str]:
-    """The identifiers in ``identifiers`` that belong to a forgotten person."""
-    by_digest = {identifier_digest(i): i for i in identifiers}
-    if not by_digest:
+async def forgotten_among(conn: AsyncConnection, identifiers: Iterable[str],
+                          key: bytes | None = None) -> frozenset[str]:
+    """The identifiers in ``identifiers`` that belong to a forgotten person, found by
+    their keyed digest or by the unkeyed SHA-256 that rows forgotten before the forget
+    key hold. A row of the old form that matches is re-keyed on the way (its value is
+    known at this moment only). Blocks on the database; use within a transaction."""
+    identifiers = set(identifiers)
+    if not identifiers:
         return frozenset()
-    rows = await conn.execute(_FORGOTTEN_AMONG, {"d": json_list(d.hex() for d in by_digest)})
-    return frozenset(by_digest[bytes(r[0])] for r in rows)
+    keyed = {identifier_digest(i, key): i for i in identifiers}
+    legacy = {legacy_digest(i): i for i in identifiers} if key is not None else {}
+    rows = await conn.execute(
+        _FORGOTTEN_AMONG, {"d": json_list(d.hex() for d in (*keyed, *legacy))})
+    found = [bytes(r[0]) for r in rows]
+    old = [d for d in found if d in legacy and d not in keyed]
+    if old:
+        await remember_forgotten(conn, [legacy[d] for d in old], key)
+        await conn.execute(_FORGET_LEGACY, {"d": json_list(d.hex() for d in old)})
+    return frozenset(keyed.get(d) or legacy[d] for d in found)
+
+
+async def remember_forgotten(conn: AsyncConnection, identifiers: Iterable[str],
+                             key: bytes | None) -> None:
+    """Keep the digests of forgotten ``identifiers`` (never their values). Blocks."""
+    params = [{"d": identifier_digest(i, key)} for i in identifiers]
+    if params:
+        await conn.execute(_REMEMBER_FORGOTTEN, params)
 
 
 async def profile_for_identifier(conn: AsyncConnection, identifier: str) -> str | None:

@@ -27,6 +27,7 @@ from streams.events.derive import (
     route,
     social_action,
 )
+from streams.events.limits import bound_time, content_problem, correct_skew, instant, time_problem
 from streams.events.models import EVENT_TYPES, Kind, Rejection
 from streams.events.schemas import SchemaSet, default_schemas
 from streams.events.time import format_time, parse_time
@@ -148,10 +149,9 @@ def parse_request(
             write_key = write_key or key
     # Each event's size is checked by plan_events on the JSON it serializes anyway.
     sent_at = doc.get("sentAt")
-    if sent_at is not None and parse_time(sent_at) is None:
+    if sent_at is not None and isinstance(instant(sent_at), str):
         return RequestError(400, "invalid_body", "sentAt",
-                            "sentAt must be an ISO-8601 date-time, for example "
-                            "2026-11-01T10:00:00.000Z")
+                            f"sentAt {instant(sent_at)}; for example 2026-11-01T10:00:00.000Z")
     context = doc.get("context")
     return ParsedRequest(events=events, sent_at=doc.get("sentAt"),
                          context=context if isinstance(context, dict) else None, batch=True,
@@ -182,15 +182,19 @@ def normalize_event(
     schemas: SchemaSet | None = None,
     received_text: str | None = None,
     sent_time: datetime | None = None,
+    limits: Limits = DEFAULT_LIMITS,
     client_ip: str | None = None,
 ) -> RoutedEvent | Rejection:
     """Turn one received event into what goes on its topic, or say why it cannot.
 
     Drops null fields, applies the endpoint's type, checks type and identifiers, validates
-    against the envelope schema, merges the batch context, corrects the timestamp for
-    clock skew (keeping the device's as ``originalTimestamp``), stamps ``receivedAt``,
+    against the envelope schema and the time fields it reads (``limits.time_problem``),
+    merges the batch context, corrects the timestamp for clock skew and bounds it around
+    the receipt (``limits.correct_skew``, ``limits.bound_time``; the device's value is
+    kept as ``originalTimestamp``), stamps ``receivedAt``,
     fills ``messageId``, ``source``, ``socialChannel``/``socialAction``, routes and
-    serializes; the result is valid against its topic's schema. ``sent_at`` is the
+    serializes; then the contract's content limits (``limits.content_problem``) on what
+    would be written. The result is what ``validate_record`` accepts. ``sent_at`` is the
     batch's sentAt (used when the event has none) and ``sent_time`` the same, parsed.
     An empty ``userId`` or ``anonymousId`` counts as absent (browser SDKs send
     ``"userId": ""``). ``client_ip`` fills ``context.ip`` when missing, and a
@@ -219,6 +223,12 @@ def normalize_event(
     else:
         problem = (type_error(event) or ids_error(event)
                    or schema_error(schemas.envelope, event))
+    # The time fields the collector reads (its own receivedAt replaces the client's; a
+    # client's originalTimestamp is kept only without a timestamp). The batch's sentAt
+    # was checked with the request.
+    problem = problem or time_problem(
+        event, ("timestamp", "sentAt") if "timestamp" in event
+        else ("sentAt", "originalTimestamp"))
     if problem is not None:
         kind = None
         if event.get("type") in EVENT_TYPES:
@@ -247,8 +257,9 @@ def normalize_event(
         else:
             sent = parse_time(own_sent)
         # A datetime: orjson writes it (RFC 3339, UTC as Z) in C, cheaper than isoformat.
-        event["timestamp"] = received_at - (sent - device_time) if sent is not None \
-            else device_time
+        event["timestamp"] = bound_time(
+            correct_skew(device_time, sent, received_at),  # type: ignore[arg-type]
+            received_at, limits)
     else:
         event["timestamp"] = received_text or format_time(received_at)
     event["receivedAt"] = received_text or format_time(received_at)
@@ -274,10 +285,28 @@ def normalize_event(
     # field added above is the schema's form (a unit test holds this over simulated
     # traffic); validating again would cost a second schema pass per event.
     key = user_id if user_id else event.get("anonymousId") or ""
-    return RoutedEvent(kind, key, event["messageId"], orjson.dumps(event, option=_DUMPS))
+    try:
+        value: bytes | None = orjson.dumps(event, option=_DUMPS)
+    except orjson.JSONEncodeError:  # deeper than orjson writes: the walk below names it
+        value = None
+    problem = content_problem(event, limits, value)
+    if problem is None and value is None:  # pragma: no cover - max_depth is under 255
+        problem = "", "event cannot be written as JSON"
+    if problem is not None:
+        return Rejection(index, problem[0], problem[1], raw, kind)
+    return RoutedEvent(kind, key, event["messageId"], value)
 
 
 _DUMPS = orjson.OPT_UTC_Z
+
+
+def _json_size(raw: object) -> int:
+    """The size of ``raw`` as JSON; 0 when orjson cannot write it (nested past its 255
+    levels: refused by the depth limit, and the request itself was under its limit)."""
+    try:
+        return len(orjson.dumps(raw))
+    except orjson.JSONEncodeError:
+        return 0
 
 
 def plan_events(
@@ -309,7 +338,7 @@ def plan_events(
             raw, index=index if parsed.batch else None, path_type=path_type,
             key_source=key_source, received_at=received_at, sent_at=parsed.sent_at,
             batch_context=parsed.context, schemas=schemas, received_text=received_text,
-            sent_time=sent_time, client_ip=client_ip,
+            sent_time=sent_time, limits=limits, client_ip=client_ip,
         )
         if isinstance(result, RoutedEvent):
             if len(result.value) > limits.max_event_bytes:
@@ -318,7 +347,7 @@ def plan_events(
             accepted.append(result)
             continue
         if len(parsed.events) > 1 or parsed.batch:
-            size = len(orjson.dumps(raw))
+            size = _json_size(raw)
             if size > limits.max_event_bytes:
                 return _event_too_large(index, size, limits)
         if parsed.batch and isinstance(raw, dict) and (parsed.sent_at or parsed.context):

@@ -89,8 +89,7 @@ class Collector:
         self.clock = clock
         self.monotonic = monotonic
         self.schemas = schemas or default_schemas()
-        self.limits = Limits(max_event_bytes=config.max_event_bytes,
-                             max_request_bytes=config.max_request_bytes)
+        self.limits = Limits.from_settings(settings)
         self.rate_limiter = logic.RateLimiter(config.rate, config.burst)
         self.dlq_topic = settings.kafka.dlq
         self.topics = {kind: settings.kafka.event_topic(kind)
@@ -153,6 +152,13 @@ class Collector:
         caller = logic.authenticate(header, self.write_keys)
         if isinstance(caller, RequestError) and header:
             return self._refuse(caller)
+        if not isinstance(caller, RequestError):
+            # A key already over its rate is refused before its body is read or parsed
+            # (a body's writeKey is known only once the body is parsed).
+            wait = self.rate_limiter.take(caller.write_key, 0, self.monotonic())
+            if wait > 0:
+                return self._refuse(logic.rate_limited(caller.source, wait,
+                                                       self.rate_limiter.rate))
         body = await self._read_body(request)
         if isinstance(body, RequestError):
             return self._refuse(body)

@@ -6,8 +6,10 @@
 - ``TRANSIENT``: the transaction lost a race (serialization failure, deadlock, lock not
   available). Retried with a short backoff for as long as it happens.
 - ``DATA``: the event itself cannot be stored (a value too large for an index, a NUL or
-  an unsupported escape, a numeric overflow, a constraint). Never retried: the runner
-  isolates the event at fault and dead-letters it.
+  an unsupported escape, a numeric overflow, a constraint; or a value orjson cannot
+  write, nested past 255 levels). Never retried: the runner isolates the event at fault
+  and dead-letters it. (The event contract's limits refuse such events before they get
+  here; this is the net under them.)
 - ``UNKNOWN``: anything else (a bug, an unexpected error). Retried a few times, then
   treated like a data fault, so one bad event never blocks its partition.
 """
@@ -20,6 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import orjson
 import psycopg
 import tenacity
 from sqlalchemy.exc import DBAPIError
@@ -81,6 +84,10 @@ def classify(exc: BaseException) -> FailureClass:
     # data's fault, with no SQLSTATE because the server never saw it.
     if isinstance(inner, psycopg.DataError):
         return FailureClass.DATA
+    # Serializing the event's own values failed (too deep, an integer past 64 bits):
+    # writing it again cannot succeed.
+    if isinstance(inner, orjson.JSONEncodeError | UnicodeEncodeError):
+        return FailureClass.DATA
     if isinstance(inner, psycopg.OperationalError | psycopg.InterfaceError):
         return FailureClass.UNAVAILABLE
     if isinstance(inner, ConnectionError | OSError | TimeoutError):
@@ -88,16 +95,28 @@ def classify(exc: BaseException) -> FailureClass:
     return FailureClass.UNKNOWN
 
 
+def _sqlstate_name(code: str) -> str:
+    if code in _SQLSTATE_NAMES:
+        return _SQLSTATE_NAMES[code]
+    try:
+        return psycopg.errors.lookup(code).__name__
+    except KeyError:
+        return ""
+
+
 def describe(exc: BaseException) -> str:
     """A reason for a dead letter or a log line that names the failure without the
-    event's data: the SQLSTATE and its name with the server's primary message (never
-    the statement or its parameters), or the exception's type for other errors."""
+    event's data: the SQLSTATE and its name, with the server's primary message except
+    for data exceptions (class 22, whose messages quote the value: ``invalid input
+    syntax for type integer: "..."``); never the statement or its parameters. For other
+    errors, the exception's type."""
     inner = _driver_error(exc)
     code = sqlstate(exc)
     if code:
         diag = getattr(inner, "diag", None)
-        primary = getattr(diag, "message_primary", None) or ""
-        name = _SQLSTATE_NAMES.get(code, "")
+        primary = "" if code.startswith("22") else \
+            (getattr(diag, "message_primary", None) or "")
+        name = _sqlstate_name(code)
         label = f"SQLSTATE {code}" + (f" {name}" if name else "")
         return f"{label}: {primary}" if primary else label
     if isinstance(inner, psycopg.DataError):

@@ -13,6 +13,11 @@ Batches in flight together may finish in any order: the stage locks what each ba
 touches, and Faust commits a partition's offsets only up to its first unacknowledged
 event.
 
+Stopping (``streams.pipeline.shutdown``): when the worker is told to stop, ``drain`` gives
+the batches in flight ``DRAIN_GRACE`` seconds to be stored and acknowledged; batches still
+running then (stuck on a lock, or the database gone) are cancelled and their fold
+processes killed, unacknowledged: their events are read again by the next worker.
+
 Failures: invalid records and events at fault are dead-lettered with headers naming
 their topic, partition, offset and the reason, so one bad record never blocks its
 partition; while the database is unavailable a batch waits (``policy``). When nearly
@@ -25,8 +30,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import os
-import threading
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from datetime import datetime
@@ -49,8 +52,9 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# How long a stopping worker waits for the batches in flight to be stored and acknowledged.
-STOP_GRACE = 30.0
+# How long a stopping worker waits for the batches in flight to be stored and acknowledged
+# (within the worker's shutdown bound, ``streams.pipeline.shutdown.SHUTDOWN_BOUND``).
+STOP_GRACE = DRAIN_GRACE = 10.0
 # A crashed worker's shutdown can hang in faust's consumer; after this long it exits hard,
 # which is safe: the failing batch was never acknowledged, so nothing is lost.
 SYSTEMIC_EXIT_GRACE = 20.0
@@ -142,6 +146,7 @@ class StageRunner:
         self.hold, self.ack, self.crash, self.clock, self.raw = hold, ack, crash, clock, raw
         self.stopping: list[BaseException] = []  # set once failing: act no further
         self.pending: collections.deque[asyncio.Future] = collections.deque()
+        self.draining = False  # set once the worker stops: run no further batch
 
     async def handle(self, batch: Sequence[Any], raws: Sequence[Raw]) -> BatchResult | None:
         """Run one batch, dead-letter what cannot be stored, then acknowledge it. On a
@@ -172,6 +177,10 @@ class StageRunner:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the batch stays unacknowledged
+            if self.draining:  # its fold process was stopped with the worker
+                log.info("%s: a batch was left unacknowledged at shutdown (%s)",
+                         self.spec.label, type(exc).__name__)
+                return None
             self.stopping.append(exc)
             log.exception("%s: a batch failed", self.spec.label)
             await self.crash(exc)
@@ -189,11 +198,37 @@ class StageRunner:
         batches are running."""
         raws = []
         for event in batch:
-            self.hold(event)  # released by ``handle``, after the commit
+            # Released by ``handle``, after the commit. A batch taken while the worker stops
+            # is held and never run: its offsets stay uncommitted, for the next worker.
+            self.hold(event)
             raws.append(self.raw(event))
-        while len(self.pending) >= self.executor.in_flight:
-            await self.pending.popleft()
+        while not self.draining and len(self.pending) >= self.executor.in_flight:
+            head = self.pending[0]
+            await asyncio.wait([head])
+            if self.pending and self.pending[0] is head:  # ``drain`` may have cleared it
+                self.pending.popleft()
+        if self.draining:
+            return
         self.pending.append(asyncio.ensure_future(self.handle(batch, raws)))
+
+    async def drain(self, grace: float = DRAIN_GRACE) -> int:
+        """Stop running batches: wait up to ``grace`` seconds for those in flight to be
+        stored and acknowledged, then cancel the rest and kill the executor's processes
+        (their offsets were never committed, so their events are read again). Returns
+        how many batches were left unacknowledged. Blocks at most ``grace`` seconds."""
+        self.draining = True
+        pending = [f for f in self.pending if not f.done()]
+        unfinished = (await asyncio.wait(pending, timeout=grace))[1] if pending else set()
+        for future in unfinished:
+            future.cancel()  # before the kill: a killed pool would look like a crash
+        self.executor.close(kill=bool(unfinished))
+        if unfinished:
+            await asyncio.wait(unfinished, timeout=5)
+            log.warning("%s: %d batch(es) not stored within %.0fs of stopping; left "
+                        "unacknowledged, they will be read again", self.spec.label,
+                        len(unfinished), grace)
+        self.pending.clear()
+        return len(unfinished)
 
     async def run(self, batches: AsyncIterable[Sequence[Any]]) -> None:
         """Start the executor, run every batch, and on the way out wait up to
@@ -204,12 +239,7 @@ class StageRunner:
             async for batch in batches:
                 await self.submit(batch)
         finally:
-            unfinished = ((await asyncio.wait(self.pending, timeout=STOP_GRACE))[1]
-                          if self.pending else ())
-            if unfinished:
-                log.warning("%d batch(es) not stored within %.0fs of stopping; they will be "
-                            "read again", len(unfinished), STOP_GRACE)
-            self.executor.close(kill=bool(unfinished))
+            await asyncio.shield(self.drain(STOP_GRACE))
 
 
 def register_stage(app: Any, settings: Settings, spec: StageSpec) -> None:
@@ -217,6 +247,7 @@ def register_stage(app: Any, settings: Settings, spec: StageSpec) -> None:
     ``settings.batch_size`` taken within ``settings.batch_seconds``, run by a
     ``StageRunner`` in ``spec.processes`` fold processes."""
     from streams.pipeline.executor import make_executor
+    from streams.pipeline.shutdown import exit_if_still_running, track
 
     topics = app.topic(*spec.topics, key_serializer="raw", value_serializer="raw", acks=True)
     dlq = app.topic(settings.topic(settings.topic_dlq), key_serializer="raw",
@@ -228,28 +259,15 @@ def register_stage(app: Any, settings: Settings, spec: StageSpec) -> None:
         if isinstance(exc, SystemicFailure):
             # Shutting down would otherwise wait for this unacknowledged batch forever.
             app.conf.stream_wait_empty = False
-            exit_if_still_running(SYSTEMIC_EXIT_GRACE)
+            exit_if_still_running(SYSTEMIC_EXIT_GRACE, "after a systemic failure")
         await app.crash(exc)  # the worker stops and exits non-zero
 
     async def agent(stream):  # noqa: ANN001 - a faust stream
         runner = StageRunner(
             spec, make_executor(settings, spec.factory, spec.processes), FaustTopicSink(dlq),
             detector, hold=lambda event: event.message.incref(), ack=stream.ack, crash=crash)
+        track(app, runner)  # drained by the worker when it stops (``shutdown``)
         await runner.run(stream.take_events(settings.batch_size, within=settings.batch_seconds))
 
     agent.__name__ = agent.__qualname__ = spec.name  # how faust's logs name the agent
     app.agent(topics, name=spec.name)(agent)
-
-
-def exit_if_still_running(seconds: float) -> None:
-    """Exit the process (status 1) after ``seconds`` unless it has ended by then."""
-
-    def bail() -> None:
-        log.critical("shutdown did not finish within %.0fs after a systemic failure; exiting",
-                     seconds)
-        logging.shutdown()
-        os._exit(1)
-
-    timer = threading.Timer(seconds, bail)
-    timer.daemon = True
-    timer.start()

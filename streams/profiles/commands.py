@@ -11,7 +11,7 @@ import orjson
 from rich.console import Console
 from rich.progress import Progress
 
-from streams.settings import load_settings
+from streams.cli_support import settings_or_exit, with_local_secrets
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -33,7 +33,7 @@ def profile_get(identifier: str) -> None:
         key = parse_identifier(identifier)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="IDENTIFIER") from None
-    settings = load_settings()
+    settings = settings_or_exit()
 
     async def run():
         engine = async_engine(settings, pool_size=1, max_overflow=0)
@@ -57,7 +57,8 @@ def rebuild_cmd(check: bool) -> None:
     from the live profiles."""
     from streams.profiles.rebuild import rebuild
 
-    settings = load_settings()
+    # The forget key: the rebuilt schema must know who was forgotten.
+    settings, _ = with_local_secrets(settings_or_exit(), tokens=False)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("reading topics", total=None)
 
@@ -65,7 +66,8 @@ def rebuild_cmd(check: bool) -> None:
             bar.update(task, completed=done, total=total)
 
         report = asyncio.run(rebuild(settings, progress))
-    console.print(f"rebuilt into schema [bold]{report.schema}[/bold]: {report.records} "
+    console.print(f"rebuilt into schema [bold]{report.schema}[/bold] (dropped once compared): "
+                  f"{report.records} "
                   f"records read, {report.invalid} invalid; {report.rebuilt} profiles rebuilt, "
                   f"{report.live} live")
     if report.identical:

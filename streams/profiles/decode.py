@@ -5,20 +5,30 @@ Pure: no Kafka, no SQL."""
 from __future__ import annotations
 
 import functools
-import hashlib
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
-from streams.events.derive import canonical_channel, derive_source
-from streams.events.time import parse_time
+from streams.events.derive import canonical_channel, derive_source, message_id_for_record
+from streams.events.limits import (
+    DEFAULT_LIMITS,
+    MESSAGE_ID_MAX_CHARS,
+    Limits,
+    bound_time,
+    content_problem,
+    identifier_fields,
+    instant,
+    time_problem,
+)
 from streams.identity.logic import canonical_type, normalize_value
 from streams.identity.models import ANONYMOUS_ID, DEVICE_ID, EMAIL, PHONE, USER_ID, id_key
 from streams.profiles.models import EVENT_TYPES, FoldEvent, InvalidEvent, iso
 
-MAX_MESSAGE_ID = 200
+MAX_MESSAGE_ID = MESSAGE_ID_MAX_CHARS  # the schema's, one limit at both ends
+_LABELS = {"anonymous_id": ANONYMOUS_ID, "user_id": USER_ID, "email": EMAIL, "phone": PHONE,
+           "device_id": DEVICE_ID}
 
 
 def _str(value: object, limit: int = 256) -> str | None:
@@ -50,33 +60,20 @@ def derive_source_channel(doc: dict) -> tuple[str, str | None]:
 def extract_identifiers(doc: dict) -> tuple[str, ...]:
     """Every normalized identifier an envelope carries (blocked values included).
 
+    Read from the event contract's ``identifier_fields`` (the places its limits check):
     anonymousId, userId, alias ``previousId`` (as an anonymous_id), ``traits`` and
     ``context.traits`` email and phone (not a group call's traits: the account's),
     ``context.device.id``, and every ``context.externalIds[]`` entry (social channel ids
     and handles, custom types).
     """
-    found: list[tuple[str, object]] = [
-        (ANONYMOUS_ID, doc.get("anonymousId")),
-        (USER_ID, doc.get("userId")),
-    ]
-    if doc.get("type") == "alias":
-        found.append((ANONYMOUS_ID, doc.get("previousId")))
-    context = _dict(doc.get("context"))
-    # A group call's traits are the account's, not the person's: no identifiers there.
-    own_traits = _dict(doc.get("traits")) if doc.get("type") != "group" else {}
-    for traits in (own_traits, _dict(context.get("traits"))):
-        found.append((EMAIL, traits.get("email")))
-        found.append((PHONE, traits.get("phone")))
-    found.append((DEVICE_ID, _dict(context.get("device")).get("id")))
-    external = context.get("externalIds")
-    if isinstance(external, list):
-        for entry in external:
-            entry = _dict(entry)
-            id_type = canonical_type(_str(entry.get("type"), 64) or "")
-            if id_type:
-                found.append((id_type, entry.get("id")))
     keys = []
-    for id_type, raw in found:
+    for _, label, raw in identifier_fields(doc):
+        if label.startswith("external:"):
+            id_type = canonical_type(_str(label[len("external:"):], 64) or "")
+            if not id_type:
+                continue
+        else:
+            id_type = _LABELS[label]
         value = normalize_value(id_type, raw)
         if value is not None:
             keys.append(id_key(id_type, value))
@@ -104,7 +101,7 @@ def decode_envelope(doc: object, when: datetime | None = None) -> FoldEvent | In
         return InvalidEvent("event is not a JSON object")
     kind = doc.get("type")
     if kind not in EVENT_TYPES:
-        return InvalidEvent(f"type: must be one of {', '.join(EVENT_TYPES)}, got {kind!r}")
+        return InvalidEvent(f"type: must be one of {', '.join(EVENT_TYPES)}")
     message_id = _str(doc.get("messageId"), MAX_MESSAGE_ID + 1)
     if message_id is None:
         return InvalidEvent("messageId: missing")
@@ -115,9 +112,12 @@ def decode_envelope(doc: object, when: datetime | None = None) -> FoldEvent | In
     for name in () if when is not None else (
             "timestamp", "originalTimestamp", "receivedAt", "sentAt"):
         if name in doc and doc[name] is not None:
-            when = parse_time(doc[name])
-            if when is None:
-                return InvalidEvent(f"{name}: not an ISO-8601 time: {str(doc[name])[:40]!r}")
+            moment = instant(doc[name])
+            if isinstance(moment, str):
+                return InvalidEvent(f"{name}: {moment}")
+            received = instant(doc.get("receivedAt"))
+            when = bound_time(moment, received if isinstance(received, datetime) else None,
+                              DEFAULT_LIMITS)
             break
     if when is None:
         return InvalidEvent("timestamp: missing (and no receivedAt or sentAt)")
@@ -162,11 +162,14 @@ def decode_envelope(doc: object, when: datetime | None = None) -> FoldEvent | In
     )
 
 
-def decode_record(value: bytes | None) -> FoldEvent | InvalidEvent:
-    """A Kafka record value as a ``FoldEvent``, or the reason it cannot be one.
+def decode_record(value: bytes | None,
+                  limits: Limits = DEFAULT_LIMITS) -> FoldEvent | InvalidEvent:
+    """A Kafka record value as a ``FoldEvent``, or the reason it cannot be one: the
+    event contract's time and content limits, then ``decode_envelope`` (no topic, so no
+    schema; ``streams.events.validate.validate_record`` is the whole decision).
 
-    A missing messageId is derived from the record's bytes, so that a redelivered
-    copy of the same record still deduplicates.
+    A missing messageId is derived from the record's bytes, as ``validate_record`` does,
+    so that a redelivered copy of the same record still deduplicates.
     """
     if not value:
         return InvalidEvent("empty value")
@@ -174,8 +177,13 @@ def decode_record(value: bytes | None) -> FoldEvent | InvalidEvent:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         return InvalidEvent(f"value is not JSON: {exc}")
-    if isinstance(doc, dict) and not doc.get("messageId"):
-        doc["messageId"] = "h-" + hashlib.sha256(value).hexdigest()[:32]
+    if not isinstance(doc, dict):
+        return InvalidEvent("event is not a JSON object")
+    if doc.get("messageId") is None or doc.get("messageId") == "":
+        doc["messageId"] = message_id_for_record(value)
+    problem = time_problem(doc) or content_problem(doc, limits, value)
+    if problem is not None:
+        return InvalidEvent(problem[1])
     return decode_envelope(doc)
 
 

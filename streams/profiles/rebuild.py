@@ -1,8 +1,13 @@
 """``streams rebuild``: fold every event in the topics into a fresh schema and compare
-the result with the live profiles."""
+the result with the live profiles.
+
+The rebuilt schema is dropped once compared (also when the rebuild fails): kept, it
+would hold people forgotten after it was made, out of reach of every later forget.
+"""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,7 +21,7 @@ from streams.identity.tables import forgotten_identifiers
 from streams.pipeline.policy import RetryPolicy
 from streams.profiles.models import FoldEvent
 from streams.profiles.stage import decode
-from streams.profiles.store import ProfileStore, create_schema, event_partitions
+from streams.profiles.store import ProfileStore, create_schema, drop_schema, event_partitions
 from streams.settings import Settings
 
 
@@ -54,19 +59,26 @@ async def rebuild(settings: Settings, progress: Callable[[int, int], None] | Non
                   batch: int = 1000) -> RebuildReport:
     """Read every event topic from its start to its current end, fold into a new schema
     ``rebuild_<utc time>`` (forgotten identifiers copied over first, so forgotten people
-    stay forgotten), and compare with the live profiles. Blocks for the whole read."""
-    schema = "rebuild_" + datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    stay forgotten), compare with the live profiles, and drop the schema. Blocks for the
+    whole read."""
+    # Microseconds and a random tail: two rebuilds started in one second get two schemas.
+    schema = ("rebuild_" + datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")
+              + secrets.token_hex(2))
     report = RebuildReport(schema=schema)
     engine = async_engine(settings)
     live_schema = settings.profiles_schema or None
     kinds = TopicKinds.for_settings(settings)
+    created = False
     try:
         await create_schema(engine, schema)
+        created = True
         async with engine.begin() as conn:
             await conn.execute(text(
                 f"INSERT INTO {qualified(forgotten_identifiers, schema)} SELECT * FROM "
                 f"{qualified(forgotten_identifiers, live_schema)}"))
-        rebuilt_store = ProfileStore(engine, settings.identity, schema=schema)
+        rebuilt_store = ProfileStore.for_settings(
+            settings.model_copy(update={"profiles_schema": schema, "triggers_enabled": False}),
+            engine)
         policy = RetryPolicy(tries=settings.profile_retries)
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
                                     enable_auto_commit=False, auto_offset_reset="earliest")
@@ -106,4 +118,8 @@ async def rebuild(settings: Settings, progress: Callable[[int, int], None] | Non
         compare(live, await rebuilt_store.all_profiles(), report)
         return report
     finally:
-        await engine.dispose()
+        try:
+            if created:
+                await drop_schema(engine, schema)
+        finally:
+            await engine.dispose()

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from streams.events.models import InvalidRecord
 from streams.events.topics import TopicKinds
-from streams.events.validate import validate_record
+from streams.events.validate import Limits, validate_record
 from streams.pipeline.stage import Raw
 from streams.profiles.decode import decode_envelope
 from streams.profiles.models import FoldEvent, InvalidEvent
@@ -16,11 +16,14 @@ from streams.profiles.store import BatchOutcome, ProfileStore
 from streams.settings import Settings
 
 
-def decode(record: Raw, kinds: TopicKinds | None = None) -> FoldEvent | InvalidRecord:
-    """The one place a consumed record becomes a profile event: schema validation for
-    its topic, then reduction to what the fold needs; or why it cannot be one."""
+def decode(record: Raw, kinds: TopicKinds | None = None,
+           limits: Limits | None = None) -> FoldEvent | InvalidRecord:
+    """The one place a consumed record becomes a profile event: the event contract's
+    validation for its topic (schema and limits), then reduction to what the fold
+    needs; or why it cannot be one."""
     topic, partition, offset, key, value = record
-    checked = validate_record(topic, partition, offset, key, value, kinds=kinds)
+    checked = validate_record(topic, partition, offset, key, value, kinds=kinds,
+                              limits=limits)
     if isinstance(checked, InvalidRecord):
         return checked
     folded = decode_envelope(checked.payload, checked.event_time)
@@ -36,10 +39,11 @@ class ProfileStage:
         from streams.db import async_engine
 
         self.kinds = TopicKinds.for_settings(settings)
+        self.limits = Limits.from_settings(settings)
         self.store = ProfileStore.for_settings(settings, async_engine(settings))
 
     def decode(self, record: Raw) -> FoldEvent | InvalidRecord:
-        return decode(record, self.kinds)
+        return decode(record, self.kinds, self.limits)
 
     async def write(self, events: Sequence[FoldEvent]) -> BatchOutcome:
         return await self.store.write_batch(list(events))

@@ -51,8 +51,7 @@ skipped_events = tables.skipped_events
 # The reads and the forgetting, built once from the metadata's names (the batch's bulk
 # writes are in streams.profiles.writes). No schema: ``_begin`` sets the search path.
 C, P, E, K = writes.COMPONENTS, writes.PROFILES, writes.EVENTS, writes.SKIPPED
-I, M, S, F = (identity_store.IDS, identity_store.MERGES,  # noqa: E741
-              identity_store.SURVIVORS, identity_store.FORGOTTEN)
+I, M, S = identity_store.IDS, identity_store.MERGES, identity_store.SURVIVORS  # noqa: E741
 _PROFILE_COLUMNS = f"{P.profile_id}, {P.identity}, {P.provided}, {P.behaviour}"
 _INSERT_SKIPPED = text(
     f"INSERT INTO {K} ({K.message_id}, {K.reason}) SELECT * FROM "
@@ -79,8 +78,6 @@ _COUNTS = tuple((name, text(sql)) for name, sql in (
     ("events", f"SELECT count(*) FROM {E}"),
     ("merges", f"SELECT count(*) FROM {M}")))
 _SKIPPED_BY_REASON = text(f"SELECT {K.reason}, count(*) FROM {K} GROUP BY {K.reason}")
-_REMEMBER_FORGOTTEN = text(
-    f"INSERT INTO {F} ({F.identifier_sha256}) VALUES (:d) ON CONFLICT DO NOTHING")
 # What forgetting profile :p deletes (its identifiers :i), in this order.
 _FORGET_PROFILE = (
     text(f"DELETE FROM {P} WHERE {P.profile_id} = CAST(:p AS uuid)"),
@@ -96,7 +93,7 @@ _DROP_COMPONENTS = (
     text(f"DELETE FROM {I} WHERE {I.component_id} = ANY(:c)"),
     text(f"DELETE FROM {C} WHERE {C.component_id} = ANY(:c)"),
 )
-del C, P, E, K, I, M, S, F
+del C, P, E, K, I, M, S
 
 
 def row_to_profile(profile_id: object, identity: dict, provided: dict,
@@ -129,8 +126,11 @@ class ProfileStore:
 
     def __init__(self, engine: AsyncEngine, rules: IdentityRules | None = None,
                  clock: Callable[[], datetime] = _utcnow, schema: str | None = None,
-                 feed: bool = False):
+                 feed: bool = False, forget_key: bytes | None = None):
         self.engine = engine
+        # Keys the digests of forgotten identifiers (STREAMS_FORGET_KEY); None: unkeyed
+        # SHA-256, for tests and tools only (for_settings passes the configured key).
+        self.forget_key = forget_key
         # Whether batches and forgets note the profiles they touch in ``profile_changes``
         # (the change feed a following stage reads); off when no stage reads it.
         self.feed = feed
@@ -144,8 +144,10 @@ class ProfileStore:
     @classmethod
     def for_settings(cls, settings, engine: AsyncEngine) -> ProfileStore:
         """The store of ``settings``' profile schema and identity rules, on ``engine``."""
+        key = settings.api.forget_key
         return cls(engine, settings.identity,
-                   schema=settings.profiles_schema or None, feed=settings.triggers_enabled)
+                   schema=settings.profiles_schema or None, feed=settings.triggers_enabled,
+                   forget_key=key.get_secret_value().encode() if key is not None else None)
 
     async def _begin(self, conn: AsyncConnection) -> None:
         if self._set_path is not None:
@@ -173,7 +175,7 @@ class ProfileStore:
         lockable = sorted({i for ids in unblocked.values() for i in ids})
         mapping = await identity_store.lock_and_map(conn, lockable)
         # Read under the locks: a forget holds the same identifier locks.
-        forgotten = await identity_store.forgotten_among(conn, lockable)
+        forgotten = await identity_store.forgotten_among(conn, lockable, self.forget_key)
         usable = {m: [i for i in ids if i not in forgotten] if forgotten else ids
                   for m, ids in unblocked.items()}
         # Deduplicate under the locks: a copy of an event carries the same identifiers, so
@@ -245,7 +247,8 @@ class ProfileStore:
             for message_id, pid, doc in rows:
                 stored.setdefault(str(pid), []).append((message_id, FoldEvent.from_json(doc)))
             forgotten = await identity_store.forgotten_among(
-                conn, {i for evs in stored.values() for _, e in evs for i in e.identifiers})
+                conn, {i for evs in stored.values() for _, e in evs for i in e.identifiers},
+                self.forget_key)
         else:
             forgotten = frozenset()
 
@@ -327,7 +330,8 @@ class ProfileStore:
     # --- forgetting ----------------------------------------------------------------
     async def forget(self, profile_id: str) -> dict | None:
         """Forget a person: profile, identifiers, events and merge history are deleted,
-        the identifiers' digests kept so that later events carrying them are suppressed.
+        the identifiers' keyed digests kept (HMAC-SHA256 under ``forget_key``) so that
+        later events carrying them are suppressed.
         The rest of the component is replayed without them. Returns what was removed,
         or None when there is no such profile. A lock conflict with a concurrent batch
         is retried (``RetryPolicy``); other failures raise."""
@@ -356,8 +360,7 @@ class ProfileStore:
             raise RuntimeError(f"profile {profile_id} kept changing while being forgotten")
         pid = doc["id"]
         cids = sorted({mapping[i] for i in doc["identifiers"] if i in mapping})
-        await conn.execute(_REMEMBER_FORGOTTEN, [{"d": identity_store.identifier_digest(i)}
-                                                 for i in doc["identifiers"]])
+        await identity_store.remember_forgotten(conn, doc["identifiers"], self.forget_key)
         events = (await conn.execute(_FORGET_EVENTS, {"p": pid})).all()
         for statement in _FORGET_PROFILE:
             await conn.execute(statement, {"p": pid, "i": doc["identifiers"]})

@@ -7,7 +7,7 @@ or a test, and Alembic compares both with the migrations.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Table, Text, func
+from sqlalchemy import BigInteger, Column, DateTime, Index, Table, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from streams.db import metadata
@@ -33,7 +33,9 @@ profile_events = Table(
     Column("profile_id", UUID(as_uuid=False), nullable=False),
     Column("event", JSONB, nullable=False),
     Column("stored_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Index("profile_events_profile", "profile_id"),
+    # A person's events in canonical order (event time, message id): the person page's
+    # timeline reads one page off it (keyset), replays and forgets find a profile's rows.
+    Index("profile_events_profile", "profile_id", text("(event ->> 't')"), "message_id"),
 )
 # Events that were accepted but count in no profile: 'forgotten' (they carry the
 # identifier of a forgotten person) or 'no_identifier' (every identifier blocked).

@@ -3,6 +3,9 @@
 GET    /v1/profiles/{profile_id}            a merged-away id answers with the survivor
 GET    /v1/profiles?identifier=TYPE:VALUE   the value is normalized as the worker does
 DELETE /v1/profiles/{profile_id}            forget the person
+
+Every route needs a bearer token of ``STREAMS_API_TOKENS`` (``streams.auth``): scope
+``read`` for the GETs, ``forget`` for DELETE; each token has its own rate.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from streams.auth import install_access, require
 from streams.db import async_engine
 from streams.identity.logic import canonical_type, normalize_value
 from streams.identity.models import id_key
@@ -49,7 +53,9 @@ def render(doc: dict, history: list[dict], now: datetime) -> dict:
 
 def register(app: web.Application, settings: Settings,
              clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-    """Add the profile routes to ``app``; the store's engine opens and closes with it."""
+    """Add the profile routes to ``app``, behind the API tokens; the store's engine opens
+    and closes with it."""
+    install_access(app, settings)
 
     async def store_context(app: web.Application):
         engine = async_engine(settings, pool_size=3, max_overflow=2)
@@ -66,6 +72,7 @@ def register(app: web.Application, settings: Settings,
         except ValueError:
             return None
 
+    @require("read")
     async def get_profile(request: web.Request) -> web.Response:
         pid = valid_id(request)
         if pid is None:
@@ -75,6 +82,7 @@ def register(app: web.Application, settings: Settings,
             return _error(404, "profile_id", f"no profile {pid}")
         return web.json_response(render(*found, clock()))
 
+    @require("read")
     async def find_profile(request: web.Request) -> web.Response:
         raw = request.query.get("identifier")
         if not raw:
@@ -89,6 +97,7 @@ def register(app: web.Application, settings: Settings,
                                              "with that value")
         return web.json_response(render(*found, clock()))
 
+    @require("forget")
     async def forget_profile(request: web.Request) -> web.Response:
         pid = valid_id(request)
         if pid is None:

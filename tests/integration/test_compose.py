@@ -3,8 +3,11 @@ what `streams infra` runs and with the settings the code reads."""
 
 from __future__ import annotations
 
+import re
+
 import yaml
 
+from streams.auth import check_exposure
 from streams.infra.postgres import LocalPostgres
 from streams.settings import DEFAULT_DATABASE_URL, DatabaseTarget, Settings
 from tests.helpers import REPO
@@ -47,6 +50,16 @@ def test_database_credentials_match_the_default_url():
     )
 
 
+# What a user exports for the ${NAME:?message} the file requires.
+EXPORTED = {"STREAMS_WRITE_KEYS": "own_key_0123=web", "STREAMS_API_TOKENS": "tok_0123=read",
+            "STREAMS_FORGET_KEY": "f" * 32, "STREAMS_OPS_TOKEN": "ops_0123"}
+
+
+def interpolate(value: object) -> str:
+    """Compose's ``${NAME:?message}`` (required variable) replaced by ``EXPORTED``."""
+    return re.sub(r"\$\{(\w+):\?[^}]*\}", lambda m: EXPORTED[m.group(1)], str(value))
+
+
 def test_app_services_use_valid_streams_settings(monkeypatch):
     for name in ("migrate", "worker", "server"):
         env = SERVICES[name]["environment"]
@@ -57,11 +70,14 @@ def test_app_services_use_valid_streams_settings(monkeypatch):
             assert key.startswith("STREAMS_"), f"{name}: {key} is not a STREAMS_ setting"
             field = key.removeprefix("STREAMS_").lower()
             assert field in Settings.model_fields, f"{name}: {key} is not a known setting"
-            monkeypatch.setenv(key, str(value))
+            monkeypatch.setenv(key, interpolate(value))
         settings = Settings()
         assert settings.kafka_bootstrap.split(":")[0] == "kafka"
         assert settings.database.host == "postgres"
         assert settings.write_keys, f"{name}: no write keys"
+        # Credentials come from the user: `streams serve` accepts them beyond loopback.
+        check_exposure(settings.model_copy(update={"http_host": "0.0.0.0"}))
+        assert settings.api.forget_key is not None
     assert SERVICES["server"]["environment"]["STREAMS_HTTP_PORT"] == "8000"
 
 

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+import uuid
 
 import psutil
 import psycopg
 from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import SecretStr
 
 from streams.topics import ensure_topics, topic_specs
-from tests.helpers import child_env
+from tests.helpers import assert_no_secrets, child_env
 from tests.integration.test_infra import free_port
 
 
@@ -37,8 +42,20 @@ def message_count(settings) -> int:
     return asyncio.run(count())
 
 
+def api_status(url: str, token: str | None = None, method: str = "GET") -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers,
+                                                           method=method), timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def test_up_runs_worker_server_and_demo_traffic_then_stops_them(make_settings, tmp_path):
-    settings = make_settings(http_port=free_port(), data_dir=tmp_path / "data")
+    # No API token and no forget key: `up` makes both (and a second run reuses them).
+    settings = make_settings(http_port=free_port(), data_dir=tmp_path / "data",
+                             api_tokens=SecretStr(""), forget_key=None)
     before = profile_event_count(settings)
     proc = subprocess.Popen(
         [sys.executable, "-m", "streams", "up", "--demo-rate", "40", "--demo-people", "20"],
@@ -50,7 +67,7 @@ def test_up_runs_worker_server_and_demo_traffic_then_stops_them(make_settings, t
     try:
         for line in proc.stdout:
             lines.append(line)
-            if "dashboard" in line:
+            if "curl -H" in line:
                 break
         out = "".join(lines)
         assert "external" in out  # the session's Kafka and PostgreSQL are reused, not started
@@ -63,6 +80,16 @@ def test_up_runs_worker_server_and_demo_traffic_then_stops_them(make_settings, t
         assert f"{t.user}:{t.password}@" not in out and f"{t.user}:***@" in out
         with urllib.request.urlopen(f"http://127.0.0.1:{settings.http_port}/healthz") as resp:
             assert resp.status == 200
+        # The profile API answers the printed token only; the token is in a private file.
+        secrets_file = tmp_path / "data" / "secrets.json"
+        assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+        kept = json.loads(secrets_file.read_text())
+        token = kept["api_token"]
+        assert f'curl -H "Authorization: Bearer {token}"' in out
+        url = f"http://127.0.0.1:{settings.http_port}/v1/profiles/{uuid.uuid4()}"
+        assert api_status(url) == 401
+        assert api_status(url, token) == 404
+        assert api_status(url, token, method="DELETE") == 404  # scope forget
         children = psutil.Process(proc.pid).children()
         commands = sorted(c.cmdline()[3] for c in children)  # python -m streams <command>
         assert commands == ["demo", "serve", "worker"]
@@ -86,8 +113,13 @@ def test_up_runs_worker_server_and_demo_traffic_then_stops_them(make_settings, t
     assert not any(word in rest for word in ("Traceback", "error", "Aborted")), rest
     logs = sorted((tmp_path / "data" / "logs").glob("*.log"))
     assert [log.name for log in logs] == ["demo.log", "server.log", "worker.log"]
+    made = settings.model_copy(update={
+        "api_tokens": SecretStr(f"{kept['api_token']}=forget"),
+        "forget_key": SecretStr(kept["forget_key"])})
     for log in logs:
-        assert "Traceback" not in log.read_text(errors="replace"), log.name
+        text = log.read_text(errors="replace")
+        assert "Traceback" not in text, log.name
+        assert_no_secrets(text, made, log.name)  # the token, forget key and write keys
     assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
 
 

@@ -46,3 +46,17 @@ def test_in_schema_translates_the_metadata_tables_only_when_a_schema_is_given():
     assert {t.schema for t in schema_metadata().tables.values()} == {None}
     assert in_schema(None) == {} and in_schema("") == {}
     assert in_schema("pt_9") == {"schema_translate_map": {None: "pt_9"}}
+
+
+def test_engines_hide_statement_parameters_from_errors_and_logs():
+    from streams.db import async_engine, sync_engine
+    from streams.settings import Settings
+
+    settings = Settings()
+    engines = [sync_engine(settings), async_engine(settings).sync_engine,
+               sync_engine(settings, pool_size=1)]
+    try:
+        assert all(engine.hide_parameters for engine in engines)
+    finally:
+        for engine in engines:
+            engine.dispose()

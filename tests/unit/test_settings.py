@@ -26,7 +26,8 @@ def test_environment_is_read_with_prefix(monkeypatch):
     monkeypatch.setenv("STREAMS_TOPIC_PREFIX", "dev.")
     s = load_settings()
     assert s.kafka_host_port == ("10.0.0.5", 9094)
-    assert s.write_keys == {"wk_web": "web", "wk_ig": "instagram"}
+    assert s.collector.write_keys == {"wk_web": "web", "wk_ig": "instagram"}
+    assert s.write_keys == {SecretStr("wk_web"): "web", SecretStr("wk_ig"): "instagram"}
     assert s.topic(s.topic_view) == "dev.events.view"
 
 
@@ -79,11 +80,14 @@ def test_child_environment_reproduces_settings(monkeypatch, tmp_path):
     from streams.settings import child_environment
 
     s = load_settings(kafka_bootstrap="10.1.1.1:9092", data_dir=tmp_path, ops_groups=("a", "b"),
-                      write_keys={"k1": "web"})
+                      write_keys={"k1": "web"}, api_tokens="tok1=read,tok2=forget",
+                      forget_key="k" * 16)
     env = child_environment(s)
     assert env["STREAMS_KAFKA_BOOTSTRAP"] == "10.1.1.1:9092"
     assert env["STREAMS_DATA_DIR"] == str(tmp_path.resolve())
     assert env["STREAMS_OPS_GROUPS"] == "a,b" and env["STREAMS_WRITE_KEYS"] == "k1=web"
+    assert env["STREAMS_API_TOKENS"] == "tok1=read,tok2=forget"
+    assert env["STREAMS_FORGET_KEY"] == "k" * 16
     assert "STREAMS_OPS_TOKEN" not in env  # unset optional settings stay unset
     for key in [k for k in env if k.startswith("STREAMS_")]:
         monkeypatch.setenv(key, env[key])
@@ -138,10 +142,12 @@ def test_model_copy_rebuilds_the_views_from_the_updated_fields():
 
 
 def test_views_travel_with_the_settings_to_a_child_process():
-    s = load_settings(topic_prefix="p.", ops_token=SecretStr("tok"))
+    s = load_settings(topic_prefix="p.", ops_token=SecretStr("tok"),
+                      api_tokens="t1=read", forget_key="f" * 20)
     copy = pickle.loads(pickle.dumps(s))
     assert copy == s and copy.kafka == s.kafka and copy.identity == s.identity
     assert copy.ops.token_value() == "tok"
+    assert copy.api == s.api and copy.api.tokens[0].secret.get_secret_value() == "t1"
 
 
 @pytest.mark.parametrize(
@@ -164,9 +170,66 @@ def test_views_never_show_secrets(monkeypatch):
     monkeypatch.setenv("STREAMS_DATABASE_URL", "postgresql://app:hunter2@db:5432/prod")
     monkeypatch.setenv("STREAMS_WRITE_KEYS", "sk_live_abc=web")
     monkeypatch.setenv("STREAMS_OPS_TOKEN", "op_secret_1")
+    monkeypatch.setenv("STREAMS_API_TOKENS", "api_secret_1=read")
+    monkeypatch.setenv("STREAMS_FORGET_KEY", "forget_secret_123")
     s = load_settings()
-    text = repr(s.collector) + repr(s.ops) + repr(s.database) + str(s.database) + repr(s)
-    for secret in ("hunter2", "sk_live_abc", "op_secret_1"):
+    text = (repr(s.collector) + repr(s.ops) + repr(s.database) + str(s.database) + repr(s)
+            + str(s) + repr(s.api) + repr(s.api.tokens) + repr(s.model_dump()))
+    for secret in ("hunter2", "sk_live_abc", "op_secret_1", "api_secret_1",
+                   "forget_secret_123"):
         assert secret not in text
     assert s.collector.write_keys == {"sk_live_abc": "web"}
     assert s.database.password == "hunter2" and s.ops.token_value() == "op_secret_1"
+
+
+# --- access: API tokens and the forget key ---------------------------------------------
+
+
+def test_api_tokens_parse_into_scopes_and_forget_implies_read():
+    s = load_settings(api_tokens=" r1=read , f1=FORGET,tok=with=padding==read")
+    tokens = s.api.tokens
+    assert [(t.name, t.scope) for t in tokens] == [("#1", "read"), ("#2", "forget"),
+                                                  ("#3", "read")]
+    assert tokens[2].secret.get_secret_value() == "tok=with=padding="
+    assert tokens[0].allows("read") and not tokens[0].allows("forget")
+    assert tokens[1].allows("read") and tokens[1].allows("forget")
+    assert load_settings().api.tokens == ()
+
+
+@pytest.mark.parametrize(
+    "value, fragment",
+    [
+        ("sekret_tok", "entry #1 is not of the form token=scope"),
+        ("a1=read,sekret_tok=admin", "entry #2 has unknown scope 'admin'"),
+        ("sekret_tok=read,sekret_tok=forget", "entry #2 repeats an earlier token"),
+        ("=read", "entry #1 is not of the form"),
+    ],
+)
+def test_bad_api_tokens_name_the_entry_never_the_token(monkeypatch, value, fragment):
+    monkeypatch.setenv("STREAMS_API_TOKENS", value)
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    assert fragment in str(info.value)
+    messages = " ".join(e["msg"] for e in info.value.errors())
+    assert "sekret_tok" not in messages
+
+
+def test_forget_key_must_be_long_enough(monkeypatch):
+    monkeypatch.setenv("STREAMS_FORGET_KEY", "short")
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    assert "STREAMS_FORGET_KEY must be at least 16" in str(info.value)
+    assert load_settings(forget_key="x" * 16).api.forget_key == SecretStr("x" * 16)
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:hunter2@h:99999/db",
+                                 "postgresql://u:hunter2@h:abc/db",
+                                 "postgresql://u:hunter2@[::1/db"])
+def test_unparseable_database_url_is_named_without_its_value(monkeypatch, url):
+    monkeypatch.setenv("STREAMS_DATABASE_URL", url)
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    error = info.value.errors()[0]
+    assert error["loc"] == ("database_url",)
+    assert "STREAMS_DATABASE_URL is not a valid URL" in error["msg"]
+    assert "hunter2" not in error["msg"]

@@ -351,8 +351,8 @@ def test_validate_record_accepts_a_valid_event_and_fills_source():
                                    "timestamp": "2026-11-01T10:00:00Z"}), "/type", "view"),
     ("events.social", None, "/socialChannel", "socialChannel"),
     ("events.click", orjson.dumps({"type": "track", "event": "x", "userId": "u",
-                                   "timestamp": "2026-11-01T10:00:00Z"}),
-     "/messageId", "messageId"),
+                                   "messageId": "m" * 257, "timestamp": "2026-11-01T10:00:00Z"}),
+     "/messageId", "longer than 256"),
     ("events.click", orjson.dumps({"type": "track", "event": "x", "messageId": "m",
                                    "timestamp": "2026-11-01T10:00:00Z"}), "/userId", "anonymousId"),
 ])

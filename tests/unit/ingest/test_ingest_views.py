@@ -102,3 +102,31 @@ def test_write_key_bound_to_unknown_source_is_refused_at_startup():
     with pytest.raises(CollectorConfigError, match="#2") as info:
         Collector(settings, writer=GatedWriter())
     assert "fax" in str(info.value) and "wk_b" not in str(info.value)
+
+
+async def test_key_over_its_rate_is_refused_before_its_body_is_read():
+    writer = GatedWriter()
+    writer.gate.set()
+    settings = load_settings(topic_prefix="unit.", collector_rate=0.01, collector_burst=1)
+    app = web.Application()
+
+    async def no_topics(_settings) -> None:
+        return None
+
+    register(app, settings, collector=Collector(settings, writer=writer,
+                                                prepare_topics=no_topics))
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        response = await client.post("/v1/page", headers=AUTH,
+                                      data=orjson.dumps({"anonymousId": "a", "name": "Home"}))
+        assert response.status == 200
+        # Malformed, and over the size limit: neither is looked at, the rate answers first.
+        for body in (b"{not json", b"x" * (600 * 1024)):
+            response = await client.post("/v1/batch", data=body, headers=AUTH)
+            answer = await response.json()
+            assert (response.status, answer["field"]) == (429, "rate"), answer
+            assert int(response.headers["Retry-After"]) >= 1
+        assert len(writer.written) == 1
+    finally:
+        await client.close()

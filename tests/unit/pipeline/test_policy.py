@@ -103,3 +103,26 @@ async def test_backoff_while_unavailable_grows_to_its_cap():
     write = Calls(*[sql_error("08006")] * 8)
     await RetryPolicy(initial=0.5, maximum=4.0, sleep=record).call(write)
     assert waits == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0]
+
+
+def test_data_exceptions_are_described_without_the_servers_message_which_quotes_values():
+    # PostgreSQL's class-22 messages quote the input: 'invalid input syntax for type
+    # integer: "secret@example.com"'.
+    text = describe(sql_error("22P02", 'invalid input syntax for type integer: '
+                                       '"secret@example.com"'))
+    assert text == "SQLSTATE 22P02 InvalidTextRepresentation"
+    assert describe(sql_error("22P05")) == "SQLSTATE 22P05 untranslatable_character"
+
+
+def test_values_that_cannot_be_serialized_are_the_events_fault():
+    import orjson
+
+    deep: list = []
+    for _ in range(300):
+        deep = [deep]
+    with pytest.raises(orjson.JSONEncodeError) as too_deep:
+        orjson.dumps(deep)
+    assert classify(too_deep.value) is FailureClass.DATA
+    with pytest.raises(orjson.JSONEncodeError) as too_big:
+        orjson.dumps(2**70)
+    assert classify(too_big.value) is FailureClass.DATA

@@ -1,0 +1,1 @@
+"""The person page: one person across every device and channel (``/people``)."""

@@ -11,8 +11,9 @@ GET /demo/visitor.json?anonymousId=ID
                                until the worker folded their first event)
 
 The page posts to the collector on the same server (no CORS needed). ``visitor.json``
-answers only by anonymousId, the random id the visitor's own browser holds, and shows no
-traits or message addresses.
+answers only by anonymousId, the random id the visitor's own browser holds, shows no
+traits or message addresses, and only while the server listens on a loopback address
+(beyond it, a person's identifiers need a read token: ``/people``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from streams.db import async_engine
 from streams.demo import reads
 from streams.demo.sdk import VERSION, bundle_dir
+from streams.ops.views import is_loopback
 from streams.profiles.store import ProfileStore
 from streams.settings import Settings
 
@@ -80,7 +82,14 @@ def register(app: web.Application, settings: Settings) -> None:
         return web.Response(body=(folder / name).read_bytes(), content_type="text/javascript",
                             headers={"Cache-Control": "max-age=3600"})
 
+    local = is_loopback(settings.http_host)
+
     async def visitor(request: web.Request) -> web.Response:
+        if not local:
+            # Beyond loopback a person's identifiers need a read token: /people.
+            return web.json_response({"error": "the demo's visitor view is served on a "
+                                      "loopback address only; use /people with a read "
+                                      "token", "field": "host"}, status=403)
         anonymous_id = request.query.get("anonymousId", "")
         if not anonymous_id or len(anonymous_id) > 200:
             return web.json_response({"error": "anonymousId is required", "field":

@@ -96,3 +96,16 @@ async def test_demo_routes_without_the_sdk(tmp_path):
         assert missing.status == 400 and (await missing.json())["field"] == "anonymousId"
     finally:
         await client.close()
+
+
+async def test_visitor_view_is_loopback_only(tmp_path):
+    settings = load_settings(cache_dir=tmp_path, http_host="0.0.0.0")
+    app = web.Application()
+    register(app, settings)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        refused = await client.get("/demo/visitor.json?anonymousId=a-1")
+        assert refused.status == 403 and (await refused.json())["field"] == "host"
+    finally:
+        await client.close()

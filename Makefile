@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: deps install up test down status bench lock clean
+.PHONY: deps install js up test down status bench lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The JavaScript SDKs the suite drives (browser SDKs in Chromium, Segment's Node SDK), at
+# the versions of js/package-lock.json.
+JS_STAMP := js/node_modules/.installed
+$(JS_STAMP): js/package.json js/package-lock.json
+	cd js && npm ci --no-audit --no-fund
+	touch $(JS_STAMP)
+
+js: $(JS_STAMP)
+
 # System packages only (no .venv): safe to run as root with sudo.
 deps:
 	@PYTHON=$(PYTHON) scripts/deps
@@ -24,7 +33,7 @@ deps:
 up: install
 	$(BIN)/streams up
 
-test: deps install
+test: deps install js
 	$(BIN)/ruff check streams tests
 	$(BIN)/python -m pytest
 

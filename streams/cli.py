@@ -187,11 +187,12 @@ def serve() -> None:
     if is_loopback(settings.http.host):
         settings, local = with_local_secrets(settings, tokens=True)
     # --- ops: an unsafe binding (non-loopback without STREAMS_OPS_TOKEN) is refused ---
+    from streams.ingest.views import CollectorConfigError
     from streams.ops.views import OpsConfigError
 
     try:
         web_app = create_web_app(settings)
-    except (OpsConfigError, AccessConfigError) as exc:
+    except (OpsConfigError, AccessConfigError, CollectorConfigError) as exc:
         fail(str(exc), code=2)
     # --- end ops ---
     console.print(f"serving on http://{settings.http_host}:{settings.http_port}")
@@ -313,6 +314,21 @@ def _wait_http(url: str, timeout: float) -> bool:
     return False
 
 
+def _fetch_demo_sdk(settings: Settings) -> None:
+    """Segment's browser SDK for /demo from npm into the cache (once); a warning, not a
+    failure, when it cannot be fetched (the rest of `up` works without it)."""
+    from streams.demo.sdk import VERSION, SdkFetchError, bundle_dir, ensure_sdk
+
+    if bundle_dir(settings.cache_dir) is not None:
+        return
+    try:
+        with console.status(f"demo storefront: @segment/analytics-next {VERSION} from npm..."):
+            ensure_sdk(settings.cache_dir)
+        console.print(f"demo storefront: @segment/analytics-next {VERSION} in the cache")
+    except SdkFetchError as exc:
+        err_console.print(f"[yellow]warning:[/yellow] /demo has no browser SDK: {exc}")
+
+
 @main.command()
 @click.option("--fresh", is_flag=True, help="Wipe local Kafka and PostgreSQL data first.")
 @click.option("--only-infra", is_flag=True, help="Bring up infra, schema and topics, then exit.")
@@ -350,6 +366,7 @@ def up(fresh: bool, only_infra: bool, demo_rate: float, demo_people: int) -> Non
         console.print(f"schema at revision {', '.join(dbmod.current_revisions(settings))}")
         created = asyncio.run(ensure_topics(settings))
         console.print(f"topics ready ({len(settings.all_topics)}; created {len(created)})")
+        _fetch_demo_sdk(settings)
     except KeyboardInterrupt:
         # Not click's "Aborted!" nor a traceback: being stopped is not an error.
         console.print("stopped before everything was up")
@@ -387,6 +404,8 @@ def up(fresh: bool, only_infra: bool, demo_rate: float, demo_people: int) -> Non
                            "--duration", str(DEMO_DURATION), "--url", base])
         console.print(f"up in {time.monotonic() - t0:.1f}s; running: "
                       + ", ".join(f"{n} (pid {p.pid})" for n, p in children))
+        click.echo(f"  demo shop   {base}/demo   <- start here: click, sign in, then follow "
+                   "your profile link")
         click.echo(f"  collector   {base}/v1/batch")
         click.echo(f"  profiles    {base}/v1/profiles?identifier=TYPE:VALUE")
         click.echo(f"  dashboard   {base}/ops")

@@ -32,4 +32,6 @@ def create_web_app(settings: Settings) -> web.Application:
     profile_views.register(app, settings)
     from streams.people.views import register as register_people  # the person page: /people
     register_people(app, settings)
+    from streams.demo.views import register as register_demo  # demo storefront: /demo
+    register_demo(app, settings)
     return app

@@ -249,6 +249,9 @@ class Settings(BaseSettings):
     event_max_future_seconds: float = Field(600.0, ge=0, le=7 * 86_400)
     event_max_past_days: float = Field(3650.0, gt=0, le=36_500)
     # --- end event contract limits ------------------------------------------------------
+    # Browser origins allowed to post to the collector (streams/ingest/cors.py):
+    # comma-separated scheme://host[:port|:*], "*" for any; empty: loopback origins.
+    cors_origins: str = ""
 
     @field_validator("write_keys", mode="before")
     @classmethod

@@ -31,7 +31,7 @@ SOURCES = [None, {"source": "web"}, {"source": "mobile"}, {"source": "smartwatch
 @st.composite
 def envelope(draw, n: int) -> dict:
     """One event envelope; ``n`` makes its message id unique within a log."""
-    kind = draw(st.sampled_from(["track", "page", "screen", "identify", "alias"]))
+    kind = draw(st.sampled_from(["track", "page", "screen", "identify", "alias", "group"]))
     doc: dict = {"type": kind, "messageId": f"m-{n:04d}"}
     anon = draw(st.sampled_from(ANON + [None]))
     user = draw(st.sampled_from(USERS + [None, None]))
@@ -74,6 +74,10 @@ def envelope(draw, n: int) -> dict:
     elif kind == "alias":
         doc["previousId"] = draw(st.sampled_from(ANON))
         doc.setdefault("userId", draw(st.sampled_from(USERS)))
+    elif kind == "group":  # the account's traits; its email identifies no person
+        doc["groupId"] = draw(st.sampled_from(["acme", "globex"]))
+        doc["traits"] = {"plan": draw(st.sampled_from(["free", "pro"])),
+                         "email": "billing@acme.test"}
     else:
         if kind == "track":
             doc["event"] = draw(st.sampled_from(["Product Viewed", "Product Added",

@@ -39,7 +39,7 @@ def topic_for(settings: Settings, doc: dict) -> str:
     kind = doc.get("type")
     if kind in ("page", "screen"):
         return settings.topic(settings.topic_view)
-    if kind in ("identify", "alias"):
+    if kind in ("identify", "alias", "group"):
         return settings.topic(settings.topic_identify)
     if doc.get("socialChannel"):
         return settings.topic(settings.topic_social)

@@ -109,15 +109,15 @@ def social_action(event_name: object) -> str:
 
 
 def route(event: Mapping) -> Kind:
-    """Which topic kind an event goes to: page/screen -> view; identify/alias -> identify;
-    track -> social when it carries a social channel, else click.
+    """Which topic kind an event goes to: page/screen -> view; identify/alias/group ->
+    identify; track -> social when it carries a social channel, else click.
 
     Raises KeyError for an unknown type (callers check the type first).
     """
     event_type = event["type"]
     if event_type in ("page", "screen"):
         return "view"
-    if event_type in ("identify", "alias"):
+    if event_type in ("identify", "alias", "group"):
         return "identify"
     if event_type == "track":
         return "social" if event.get("socialChannel") else "click"

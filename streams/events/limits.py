@@ -134,15 +134,17 @@ def identifier_fields(doc: Mapping) -> Iterator[tuple[str, str, object]]:
     """Every place an identifier is read from, as (JSON pointer, label, value): label
     ``anonymous_id``, ``user_id``, ``email``, ``phone``, ``device_id``, or ``external:``
     + the entry's raw ``type`` for ``context.externalIds[]``. ``previousId`` counts on
-    an alias only (elsewhere it identifies nobody). The profile stage's identifier
+    an alias only (elsewhere it identifies nobody), ``traits`` on anything but a group
+    call (whose traits are the account's). The profile stage's identifier
     extraction reads exactly these."""
     yield "/anonymousId", "anonymous_id", doc.get("anonymousId")
     yield "/userId", "user_id", doc.get("userId")
     if doc.get("type") == "alias":
         yield "/previousId", "anonymous_id", doc.get("previousId")
     context = doc.get("context")
-    for base, traits in (("/traits", doc.get("traits")),
-                         ("/context/traits", _get(context, "traits"))):
+    # A group call's traits are the account's, not the person's: no identifiers there.
+    own = doc.get("traits") if doc.get("type") != "group" else None
+    for base, traits in (("/traits", own), ("/context/traits", _get(context, "traits"))):
         if isinstance(traits, dict):
             yield f"{base}/email", "email", traits.get("email")
             yield f"{base}/phone", "phone", traits.get("phone")

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-# The five Segment event types this product accepts (Segment's ``group`` is not one).
-EVENT_TYPES: tuple[str, ...] = ("track", "page", "screen", "identify", "alias")
+# The Segment event types this product accepts; ``group`` (a person joins an account)
+# travels with identify and alias on events.identify.
+EVENT_TYPES: tuple[str, ...] = ("track", "page", "screen", "identify", "alias", "group")
 # Sources an event can come from; social-channel write keys give ``social``.
 SOURCES: tuple[str, ...] = ("web", "mobile", "smartwatch", "social")
 SOCIAL_CHANNELS: tuple[str, ...] = ("facebook", "instagram", "twitter", "linkedin")

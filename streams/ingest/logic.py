@@ -39,6 +39,7 @@ from streams.events.validate import (
     schema_error,
     type_error,
 )
+from streams.ingest.device import enrich_context
 from streams.ingest.models import RequestError, RequestPlan, RoutedEvent
 
 # --- authentication ---------------------------------------------------------------------
@@ -54,16 +55,23 @@ class Caller:
 
 
 def authenticate(
-    authorization: str | None, write_keys: Mapping[str, str]
+    authorization: str | None, write_keys: Mapping[str, str], body_key: object = None
 ) -> Caller | RequestError:
     """The caller of a request (HTTP Basic, write key as user name), or a 401.
 
-    The error never repeats the key.
+    Without an Authorization header, ``body_key`` (the body's ``writeKey``, as browser
+    SDKs send it: ``sendBeacon`` and ``text/plain`` posts cannot set headers) is the
+    key. The error never repeats the key.
     """
+    if not authorization and isinstance(body_key, str) and body_key:
+        source = write_keys.get(body_key)
+        if source is None:
+            return RequestError(401, "unauthorized", "writeKey", "unknown write key")
+        return Caller(body_key, source)
     if not authorization:
         return RequestError(401, "unauthorized", "Authorization",
                             "missing Authorization header: use HTTP Basic auth with the "
-                            "write key as user name")
+                            "write key as user name (or writeKey in the JSON body)")
     scheme, _, credentials = authorization.partition(" ")
     if scheme.lower() != "basic" or not credentials.strip():
         return RequestError(401, "unauthorized", "Authorization",
@@ -92,6 +100,8 @@ class ParsedRequest:
     sent_at: object = None
     context: dict | None = None
     batch: bool = False
+    # The body's writeKey (browser SDKs), taken out of the events: never written anywhere.
+    write_key: object = field(default=None, repr=False)
 
 
 def parse_request(
@@ -115,12 +125,13 @@ def parse_request(
     if not isinstance(doc, dict):
         return RequestError(400, "invalid_body", "body",
                             f"request body must be a JSON object, not {json_type(doc)}")
+    write_key = doc.pop("writeKey", None)
     if path_type is not None:
         if len(body) > limits.max_event_bytes:
             return RequestError(413, "event_too_large", "max_event_bytes",
                                 f"event is {len(body)} bytes, over the limit of "
                                 f"{limits.max_event_bytes} bytes")
-        return ParsedRequest(events=[doc], sent_at=doc.get("sentAt"))
+        return ParsedRequest(events=[doc], sent_at=doc.get("sentAt"), write_key=write_key)
     events = doc.get("batch")
     if not isinstance(events, list):
         return RequestError(400, "invalid_body", "batch",
@@ -132,6 +143,10 @@ def parse_request(
         return RequestError(413, "batch_too_long", "max_batch_events",
                             f"batch has {len(events)} events, over the limit of "
                             f"{limits.max_batch_events}")
+    for event in events:  # a key inside an event is a credential too: never written
+        if type(event) is dict and "writeKey" in event:
+            key = event.pop("writeKey")
+            write_key = write_key or key
     # Each event's size is checked by plan_events on the JSON it serializes anyway.
     sent_at = doc.get("sentAt")
     if sent_at is not None and isinstance(instant(sent_at), str):
@@ -139,7 +154,8 @@ def parse_request(
                             f"sentAt {instant(sent_at)}; for example 2026-11-01T10:00:00.000Z")
     context = doc.get("context")
     return ParsedRequest(events=events, sent_at=doc.get("sentAt"),
-                         context=context if isinstance(context, dict) else None, batch=True)
+                         context=context if isinstance(context, dict) else None, batch=True,
+                         write_key=write_key)
 
 
 def _event_too_large(index: int | None, size: int, limits: Limits) -> RequestError:
@@ -167,6 +183,7 @@ def normalize_event(
     received_text: str | None = None,
     sent_time: datetime | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    client_ip: str | None = None,
 ) -> RoutedEvent | Rejection:
     """Turn one received event into what goes on its topic, or say why it cannot.
 
@@ -179,6 +196,9 @@ def normalize_event(
     serializes; then the contract's content limits (``limits.content_problem``) on what
     would be written. The result is what ``validate_record`` accepts. ``sent_at`` is the
     batch's sentAt (used when the event has none) and ``sent_time`` the same, parsed.
+    An empty ``userId`` or ``anonymousId`` counts as absent (browser SDKs send
+    ``"userId": ""``). ``client_ip`` fills ``context.ip`` when missing, and a
+    ``context.userAgent`` gives browser, os and device (``streams.ingest.device``).
     This runs once per event on the collector's hot path, hence the fast paths.
     """
     schemas = schemas or default_schemas()
@@ -188,6 +208,10 @@ def normalize_event(
         return Rejection(index, "", f"event must be a JSON object, not {json_type(raw)}", raw)
     event = {k: v for k, v in raw.items() if v is not None} if None in raw.values() \
         else dict(raw)
+    if event.get("userId") == "" or event.get("anonymousId") == "":
+        for name in ("userId", "anonymousId"):
+            if event.get(name) == "":
+                del event[name]
     if path_type is not None:
         event["type"] = path_type
     # Fast path: a known type, a string id and a valid envelope; else find what is wrong.
@@ -215,6 +239,10 @@ def normalize_event(
     if batch_context:
         own = event.get("context")
         event["context"] = {**batch_context, **own} if isinstance(own, dict) else batch_context
+    if client_ip is not None or "context" in event:
+        context = enrich_context(event.get("context"), client_ip)
+        if context is not None:
+            event["context"] = context
     original = event.get("timestamp")
     own_sent = event.get("sentAt")
     if own_sent is None and sent_at is not None:
@@ -252,7 +280,7 @@ def normalize_event(
             kind = "click"
     else:
         event.pop("socialChannel", None)
-        kind = "view" if event_type in ("page", "screen") else "identify"
+        kind = "view" if event_type in ("page", "screen") else "identify"  # or group
     # The normalized event passes its topic's schema: the envelope was valid and every
     # field added above is the schema's form (a unit test holds this over simulated
     # traffic); validating again would cost a second schema pass per event.
@@ -289,8 +317,10 @@ def plan_events(
     received_at: datetime,
     schemas: SchemaSet | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    client_ip: str | None = None,
 ) -> RequestPlan | RequestError:
-    """Normalize every event of a parsed request.
+    """Normalize every event of a parsed request (``client_ip``: the caller's address,
+    for events without ``context.ip``).
 
     A single-event call whose event is invalid is a 400 naming the field (nothing is
     written); a batch keeps its valid events and lists the others as rejections, which the
@@ -308,7 +338,7 @@ def plan_events(
             raw, index=index if parsed.batch else None, path_type=path_type,
             key_source=key_source, received_at=received_at, sent_at=parsed.sent_at,
             batch_context=parsed.context, schemas=schemas, received_text=received_text,
-            sent_time=sent_time, limits=limits,
+            sent_time=sent_time, limits=limits, client_ip=client_ip,
         )
         if isinstance(result, RoutedEvent):
             if len(result.value) > limits.max_event_bytes:

@@ -232,5 +232,5 @@ def broken_event(rng: random.Random, now: datetime) -> SimEvent:
     if choice == 0:
         return SimEvent("web", {"type": "track", "event": "Clicked", "timestamp": format_time(now)})
     if choice == 1:
-        return SimEvent("web", {"type": "group", "userId": "x", "groupId": "g1"})
+        return SimEvent("web", {"type": "group", "userId": "x"})  # a group without groupId
     return SimEvent("web", {"type": "page", "anonymousId": "a", "timestamp": "yesterday"})

@@ -1,7 +1,9 @@
 """The collector's HTTP routes, wire-compatible with the Segment HTTP Tracking API.
 
-``POST /v1/track|page|screen|identify|alias|batch`` with HTTP Basic auth (write key as
-user name). A request is answered 200 only after Kafka acknowledged every event of it
+``POST /v1/track|page|screen|identify|alias|group|batch`` (and the short forms browser
+SDKs use, ``/v1/t|p|s|i|a|g|b``) with HTTP Basic auth (write key as user name) or, without
+an Authorization header, the body's ``writeKey``; CORS for browsers in
+``streams.ingest.cors``. A request is answered 200 only after Kafka acknowledged every event of it
 (and every dead letter of its rejected events). The work per request is in
 ``streams.ingest.logic``; this module reads the body, calls it and writes the result.
 
@@ -12,8 +14,9 @@ Answers (every body is JSON; errors carry ``error``, ``field`` and ``message``):
        of each invalid batch event, dead-lettered) and ``deadLettered``
 400    malformed JSON, a body of the wrong shape, an undecodable Content-Encoding, an
        invalid single event (missing both userId and anonymousId, a schema
-       violation), an unknown type (``/v1/group`` ...)
-401    no, malformed or unknown write key
+       violation), an unknown type (``/v1/merge`` ...)
+401    no, malformed or unknown write key (header or body)
+403    a browser origin not in ``STREAMS_CORS_ORIGINS`` (``streams.ingest.cors``)
 413    request over ``collector_max_request_bytes`` (500 KB) or an event over
        ``collector_max_event_bytes`` (32 KB, measured on the event's JSON as written)
 429    over the key's rate (token bucket of ``collector_rate`` events/s, burst
@@ -22,7 +25,7 @@ Answers (every body is JSON; errors carry ``error``, ``field`` and ``message``):
        messageIds deduplicate)
 =====  ==========================================================================
 
-Nothing of a request answered 400, 401, 413 or 429 is written.
+Nothing of a request answered 400, 401, 403, 413 or 429 is written.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from streams.events.models import SOCIAL_CHANNELS, SOURCES
 from streams.events.schemas import SchemaSet, default_schemas
 from streams.events.time import utc_now
 from streams.events.validate import Limits
-from streams.ingest import logic
+from streams.ingest import cors, logic
 from streams.ingest.metrics import COUNTERS, EVENTS_ACCEPTED, EVENTS_REJECTED, REQUESTS_REFUSED
 from streams.ingest.models import RequestError, RequestPlan
 from streams.kafka import EventWriter, OutgoingRecord
@@ -50,7 +53,10 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SINGLE_TYPES = ("track", "page", "screen", "identify", "alias")
+SINGLE_TYPES = ("track", "page", "screen", "identify", "alias", "group")
+# The short paths of Segment's browser SDK (analytics-next), aliases of the long ones.
+SHORT_PATHS = {"t": "track", "p": "page", "s": "screen", "i": "identify", "a": "alias",
+               "g": "group", "b": None}
 
 
 class CollectorConfigError(ValueError):
@@ -142,27 +148,36 @@ class Collector:
 
     async def handle(self, request: web.Request, path_type: str | None) -> web.Response:
         """Serve one collector call; ``path_type`` is None for /v1/batch."""
-        caller = logic.authenticate(request.headers.get("Authorization"), self.write_keys)
-        if isinstance(caller, RequestError):
+        header = request.headers.get("Authorization")
+        caller = logic.authenticate(header, self.write_keys)
+        if isinstance(caller, RequestError) and header:
             return self._refuse(caller)
-        source = caller.source
-        # A key already over its rate is refused before its body is read or parsed.
-        wait = self.rate_limiter.take(caller.write_key, 0, self.monotonic())
-        if wait > 0:
-            return self._refuse(logic.rate_limited(source, wait, self.rate_limiter.rate))
+        if not isinstance(caller, RequestError):
+            # A key already over its rate is refused before its body is read or parsed
+            # (a body's writeKey is known only once the body is parsed).
+            wait = self.rate_limiter.take(caller.write_key, 0, self.monotonic())
+            if wait > 0:
+                return self._refuse(logic.rate_limited(caller.source, wait,
+                                                       self.rate_limiter.rate))
         body = await self._read_body(request)
         if isinstance(body, RequestError):
             return self._refuse(body)
         parsed = logic.parse_request(body, path_type, self.limits)
+        if isinstance(caller, RequestError):  # no header: the key may be in the body
+            caller = logic.authenticate(None, self.write_keys, getattr(parsed, "write_key", None))
+            if isinstance(caller, RequestError):
+                return self._refuse(caller)
         if isinstance(parsed, RequestError):
             return self._refuse(parsed)
+        source = caller.source
         # The bucket is per write key; the answer names its source, never the key.
         wait = self.rate_limiter.take(caller.write_key, len(parsed.events), self.monotonic())
         if wait > 0:
             return self._refuse(logic.rate_limited(source, wait, self.rate_limiter.rate))
         now = self.clock()
         plan = logic.plan_events(parsed, path_type=path_type, key_source=source,
-                                 received_at=now, schemas=self.schemas, limits=self.limits)
+                                 received_at=now, schemas=self.schemas, limits=self.limits,
+                                 client_ip=request.remote)
         if isinstance(plan, RequestError):
             return self._refuse(plan)
 
@@ -218,10 +233,16 @@ def register(app: web.Application, settings: Settings, *, collector: Collector |
              ) -> Collector:
     """Add the collector's routes to ``app``; its producer starts and stops with the app.
 
-    Raises CollectorConfigError for write keys bound to unknown sources.
+    Raises CollectorConfigError for write keys bound to unknown sources or a
+    STREAMS_CORS_ORIGINS entry that is not an origin.
     """
     collector = collector or Collector(settings)
     app[COLLECTOR_KEY] = collector
+    try:
+        policy = cors.parse_origins(settings.cors_origins)
+    except cors.CorsConfigError as exc:
+        raise CollectorConfigError(str(exc)) from None
+    app.middlewares.append(cors.cors_middleware(policy))
     app.cleanup_ctx.append(collector.lifespan)
 
     def endpoint(path_type: str | None):
@@ -232,11 +253,13 @@ def register(app: web.Application, settings: Settings, *, collector: Collector |
     for event_type in SINGLE_TYPES:
         app.router.add_post(f"/v1/{event_type}", endpoint(event_type))
     app.router.add_post("/v1/batch", endpoint(None))
+    for short, event_type in SHORT_PATHS.items():
+        app.router.add_post(f"/v1/{short}", endpoint(event_type))
     # Segment's import endpoint takes the same body as batch.
     app.router.add_post("/v1/import", endpoint(None))
 
     async def unknown_type(request: web.Request) -> web.Response:
-        # Segment's /v1/group and anything else: a JSON 400 naming the type, not a 404.
+        # Any other type: a JSON 400 naming the type, not a 404.
         source = logic.authenticate(request.headers.get("Authorization"),
                                     collector.write_keys)
         if isinstance(source, RequestError):

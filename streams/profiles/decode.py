@@ -62,8 +62,9 @@ def extract_identifiers(doc: dict) -> tuple[str, ...]:
 
     Read from the event contract's ``identifier_fields`` (the places its limits check):
     anonymousId, userId, alias ``previousId`` (as an anonymous_id), ``traits`` and
-    ``context.traits`` email and phone, ``context.device.id``, and every
-    ``context.externalIds[]`` entry (social channel ids and handles, custom types).
+    ``context.traits`` email and phone (not a group call's traits: the account's),
+    ``context.device.id``, and every ``context.externalIds[]`` entry (social channel ids
+    and handles, custom types).
     """
     keys = []
     for _, label, raw in identifier_fields(doc):
@@ -122,7 +123,9 @@ def decode_envelope(doc: object, when: datetime | None = None) -> FoldEvent | In
         return InvalidEvent("timestamp: missing (and no receivedAt or sentAt)")
     context = _dict(doc.get("context"))
     properties = _dict(doc.get("properties"))
-    traits = _scalar_map(doc.get("traits")) if kind == "identify" else {}
+    # RudderStack's browser SDK sends an identify's traits in context.traits only.
+    traits = {**_scalar_map(context.get("traits")), **_scalar_map(doc.get("traits"))} \
+        if kind == "identify" else {}
     preferences = _scalar_map(traits.pop("preferences", None)) if traits else {}
     consent_raw = traits.pop("consent", None) if traits else None
     consent = {k: v for k, v in _scalar_map(consent_raw).items() if isinstance(v, bool)}
@@ -135,8 +138,13 @@ def decode_envelope(doc: object, when: datetime | None = None) -> FoldEvent | In
         ("manufacturer", _str(device_ctx.get("manufacturer"), 64)),
         ("model", _str(device_ctx.get("model"), 64)),
         ("os", _str(os_ctx.get("name"), 64)),
+        # Web events: the browser the collector read from the user agent.
+        ("browser", _str(_dict(context.get("browser")).get("name"), 64)),
     ) if v}
     tz = _str(context.get("timezone"), 64)
+    group_id = _str(doc.get("groupId")) if kind == "group" else None
+    if kind == "group" and group_id is None:
+        return InvalidEvent("groupId: missing (a group call names the account)")
     event_name = _str(doc.get("event")) if kind == "track" else _str(doc.get("name"))
     item = None
     for name in ("product_id", "item_id", "sku", "content_id", "post_id"):
@@ -149,7 +157,8 @@ def decode_envelope(doc: object, when: datetime | None = None) -> FoldEvent | In
         identifiers=extract_identifiers(doc), source=source, channel=channel,
         event=event_name, category=category, item=item, traits=traits,
         preferences=preferences, consent=consent, timezone=tz if valid_timezone(tz) else None,
-        device=device,
+        device=device, group_id=group_id,
+        group_traits=_scalar_map(doc.get("traits")) if group_id else {},
     )
 
 

@@ -45,16 +45,19 @@ def new_profile(profile_id: str, created: EventKey) -> dict[str, Any]:
 
     Shape: ``id``; ``created`` [time, message id] of its first event; ``identifiers``
     (sorted); ``merges`` absorbed; ``notes`` (identifiers dropped by the rules);
-    provided: ``traits``, ``preferences``, ``consent`` as {name: [value, time, msg]}
-    and ``timezone`` [zone, time, msg]; behaviour: ``counts`` (total, by type, track
-    event, source, channel), ``seen`` {"all"|"source:x"|"channel:x": [first, last]},
-    ``affinity`` {category, item: {name: score}}, ``recent`` {item: [time, msg]},
+    provided: ``traits``, ``preferences``, ``consent`` as {name: [value, time, msg]},
+    ``timezone`` [zone, time, msg] and ``groups`` (accounts the person belongs to, by
+    group calls) {group id: {trait: [value, time, msg]}}; behaviour: ``counts`` (total,
+    by type, track event, source, channel), ``seen`` {"all"|"source:x"|"channel:x":
+    [first, last]}, ``affinity`` {category, item: {name: score}}, ``recent`` {item:
+    [time, msg]},
     ``hours`` {local: {hour: count} in the event's own zone, utc: {hour: count} of
     events without a zone}, ``devices`` {key: {first, last, info: [attrs, time, msg]}}.
     """
     return {
         "id": profile_id, "created": list(created), "identifiers": [], "merges": 0,
         "notes": [], "traits": {}, "preferences": {}, "consent": {}, "timezone": None,
+        "groups": {},
         "counts": {"total": 0, "type": {}, "event": {}, "source": {}, "channel": {}},
         "seen": {}, "affinity": {"category": {}, "item": {}}, "recent": {},
         "hours": {"local": {}, "utc": {}}, "devices": {},
@@ -129,7 +132,11 @@ def fold_event(profile: dict, event: FoldEvent) -> None:
         tz = profile["timezone"]
         if tz is None or (tz[1], tz[2]) < key:
             profile["timezone"] = [event.timezone, key[0], key[1]]
-    if event.type in ("identify", "alias"):
+    if event.group_id:
+        group = profile["groups"].setdefault(event.group_id, {})
+        for name, value in event.group_traits.items():
+            _lww(group, name, value, key)
+    if event.type in ("identify", "alias", "group"):
         return  # what follows is behaviour
     weight = affinity_weight(event)
     if event.category:
@@ -150,7 +157,8 @@ def fold_event(profile: dict, event: FoldEvent) -> None:
     if event.device:
         info = {k: v for k, v in event.device.items() if k != "id"}
         dkey = event.device.get("id") or "|".join(
-            info.get(k, "") for k in ("type", "manufacturer", "model", "os"))
+            info.get(k, "") for k in ("type", "manufacturer", "model", "os")
+        ) + (f"|{info['browser']}" if "browser" in info else "")
         entry = profile["devices"].get(dkey)
         if entry is None:
             profile["devices"][dkey] = {"first": event.time, "last": event.time,
@@ -185,6 +193,8 @@ def merge_profiles(survivor: dict, merged: dict) -> dict:
     out["notes"] = _trim_notes(out["notes"] + merged["notes"])
     for section in ("traits", "preferences", "consent"):
         _merge_lww_map(out[section], merged[section])
+    for group_id, group in merged["groups"].items():
+        _merge_lww_map(out["groups"].setdefault(group_id, {}), group)
     tz = merged["timezone"]
     if tz is not None and (out["timezone"] is None
                            or (out["timezone"][1], out["timezone"][2]) < (tz[1], tz[2])):
@@ -366,6 +376,8 @@ def profile_view(profile: dict, now: datetime) -> dict[str, Any]:
         "traits": {k: v[0] for k, v in profile["traits"].items()},
         "preferences": {k: v[0] for k, v in profile["preferences"].items()},
         "consent": {k: v[0] for k, v in profile["consent"].items()},
+        "groups": {g: {k: v[0] for k, v in traits.items()}
+                   for g, traits in profile["groups"].items()},
         "timezone": tz,
         "behaviour": {
             "counts": profile["counts"],

@@ -16,7 +16,7 @@ from typing import Any
 # same events always give the same ids, whatever order they arrived in.
 PROFILE_NAMESPACE = uuid.UUID("6f1d1c9e-52a4-4b8e-9a57-0c6c4bd7d2a1")
 
-EVENT_TYPES = ("track", "page", "screen", "identify", "alias")
+EVENT_TYPES = ("track", "page", "screen", "identify", "alias", "group")
 SOURCES = ("web", "mobile", "smartwatch", "social", "unknown")
 
 EventKey = tuple[str, str]  # (event time as canonical ISO string, message id)
@@ -71,6 +71,9 @@ class FoldEvent:
     consent: dict[str, bool] = field(default_factory=dict)
     timezone: str | None = None
     device: dict[str, str] = field(default_factory=dict)
+    # A group call: the account the person belongs to and that account's traits.
+    group_id: str | None = None
+    group_traits: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> EventKey:
@@ -83,7 +86,8 @@ class FoldEvent:
                                "i": list(self.identifiers), "s": self.source}
         for short, value in (("c", self.channel), ("e", self.event), ("g", self.category),
                              ("p", self.item), ("tr", self.traits), ("pr", self.preferences),
-                             ("co", self.consent), ("tz", self.timezone), ("d", self.device)):
+                             ("co", self.consent), ("tz", self.timezone), ("d", self.device),
+                             ("gi", self.group_id), ("gt", self.group_traits)):
             if value:
                 doc[short] = value
         return doc
@@ -97,6 +101,7 @@ class FoldEvent:
             category=doc.get("g"), item=doc.get("p"), traits=doc.get("tr") or {},
             preferences=doc.get("pr") or {}, consent=doc.get("co") or {},
             timezone=doc.get("tz"), device=doc.get("d") or {},
+            group_id=doc.get("gi"), group_traits=doc.get("gt") or {},
         )
 
 

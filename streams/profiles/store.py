@@ -98,8 +98,9 @@ del C, P, E, K, I, M, S
 
 def row_to_profile(profile_id: object, identity: dict, provided: dict,
                    behaviour: dict) -> dict:
-    """The inverse of ``profile_to_row``."""
-    return {"id": str(profile_id), **identity, **provided, **behaviour}
+    """The inverse of ``profile_to_row``. Rows written before group calls existed have
+    no ``groups``: an empty one (no migration needed: it lives in ``provided``)."""
+    return {"id": str(profile_id), **identity, "groups": {}, **provided, **behaviour}
 
 
 def _utcnow() -> datetime:

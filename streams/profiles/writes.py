@@ -31,7 +31,7 @@ SKIPPED = SqlNames(tables.skipped_events)
 CHANGES = SqlNames(tables.profile_changes)
 
 _IDENTITY_KEYS = ("created", "identifiers", "merges", "notes")
-_PROVIDED_KEYS = ("traits", "preferences", "consent", "timezone")
+_PROVIDED_KEYS = ("traits", "preferences", "consent", "timezone", "groups")
 _BEHAVIOUR_KEYS = ("counts", "seen", "affinity", "recent", "hours", "devices")
 
 

@@ -72,6 +72,9 @@ def test_up_runs_worker_server_and_demo_traffic_then_stops_them(make_settings, t
         out = "".join(lines)
         assert "external" in out  # the session's Kafka and PostgreSQL are reused, not started
         assert f"http://127.0.0.1:{settings.http_port}/ops" in out
+        # The demo storefront's address comes first, its SDK fetched into the cache.
+        assert out.index(f"demo shop   http://127.0.0.1:{settings.http_port}/demo") < \
+            out.index("collector   ")
         assert "export STREAMS_KAFKA_BOOTSTRAP=" in out
         t = settings.database
         assert f"{t.user}:{t.password}@" not in out and f"{t.user}:***@" in out

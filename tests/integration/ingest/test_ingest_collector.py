@@ -83,11 +83,11 @@ async def test_bad_requests_are_refused_whole_and_write_nothing(make_settings, s
         assert answer["success"] is False and answer["message"] and answer["error"]
         assert "wk_wrong" not in orjson.dumps(answer).decode()
 
-    # Segment's group call, or any other type, is refused naming the type.
-    got, answer, _ = await client.post("/v1/group", {"userId": "u", "groupId": "g"})
-    assert (got, answer["field"]) == (400, "type") and "group" in answer["message"]
+    # An unknown type is refused naming the type.
+    got, answer, _ = await client.post("/v1/merge", {"userId": "u", "groupId": "g"})
+    assert (got, answer["field"]) == (400, "type") and "merge" in answer["message"]
     # In a batch an unknown type is one rejected event, dead-lettered.
-    got, answer, _ = await client.post("/v1/batch", {"batch": [{"type": "group", "userId": "u"}]})
+    got, answer, _ = await client.post("/v1/batch", {"batch": [{"type": "merge", "userId": "u"}]})
     assert got == 200 and answer["rejected"][0]["field"] == "/type"
     events = await read_events(settings)
     assert all(docs == [] for docs in events.values())
@@ -134,7 +134,7 @@ async def test_partial_batch_accepts_valid_and_dead_letters_invalid(make_setting
         {"type": "track", "event": "Clicked", "userId": "u1", "messageId": "ok-1"},
         {"type": "track", "event": "Clicked", "messageId": "no-ids"},
         {"type": "page", "anonymousId": "a1", "messageId": "ok-2"},
-        {"type": "group", "userId": "u1", "groupId": "g", "messageId": "bad-type"},
+        {"type": "merge", "userId": "u1", "groupId": "g", "messageId": "bad-type"},
         {"type": "screen", "userId": "u1", "timestamp": "last tuesday", "messageId": "bad-ts"},
     ]}
     status, answer, _ = await client.post("/v1/batch", batch)

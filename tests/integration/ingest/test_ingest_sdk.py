@@ -1,12 +1,21 @@
 """Existing SDKs post unchanged to ``streams serve`` by pointing their host at it: the
-Segment Python SDK (its default background batching, then a synchronous flush) and the
-RudderStack Python SDK (gzip-compressed batches, synchronous mode)."""
+Segment Python SDK (its default background batching, then a synchronous flush), the
+RudderStack Python SDK (gzip-compressed batches, synchronous mode) and Segment's Node
+SDK (``@segment/analytics-node`` from js/package-lock.json). The browser SDKs are in
+test_browser_sdks.py."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 
-from .support import read_events
+import orjson
+import pytest
+
+from tests.helpers import REPO
+
+from .support import one_profile, read_events
 
 
 def test_segment_sdk_posts_unchanged(make_settings, spawn_server):
@@ -64,3 +73,46 @@ def test_rudderstack_sdk_posts_unchanged_gzip(make_settings, spawn_server):
     assert (social["socialChannel"], social["socialAction"], social["source"]) == \
         ("facebook", "comment", "social")
     assert [e["messageId"] for e in events["identify"]] == ["rs-identify"]
+
+
+NODE_SCRIPT = """
+const { Analytics } = require('@segment/analytics-node');
+const [host, writeKey] = process.argv.slice(2);
+const analytics = new Analytics({ writeKey, host, maxEventsInBatch: 10, flushInterval: 100 });
+analytics.on('error', (err) => {
+  console.error(String(err && err.reason || err)); process.exitCode = 1;
+});
+const anonymousId = 'node-anon-1', userId = 'node-user-1';
+analytics.page({ anonymousId, name: 'Home', properties: { path: '/' } });
+analytics.track({ anonymousId, event: 'Product Viewed', properties: { product_id: 'sku-3' } });
+analytics.alias({ previousId: anonymousId, userId });
+analytics.identify({ userId, traits: { email: 'node@example.test' } });
+analytics.group({ userId, groupId: 'initech', traits: { name: 'Initech' } });
+analytics.closeAndFlush({ timeout: 20000 }).then(() => console.log('flushed'));
+"""
+
+
+@pytest.mark.timeout(120)
+async def test_segment_node_sdk_posts_unchanged(make_settings, start_collector, tmp_path):
+    settings = make_settings()
+    collector = await start_collector(settings)
+    script = tmp_path / "send.js"
+    script.write_text(NODE_SCRIPT)
+    proc = await asyncio.create_subprocess_exec(
+        "node", str(script), collector.url, "wk_web", cwd=REPO / "js",
+        env={**os.environ, "NODE_PATH": str(REPO / "js" / "node_modules")},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0 and out.strip() == b"flushed", err.decode()
+
+    events = await read_events(settings)
+    kinds = {kind: sorted(e["type"] for e in docs) for kind, docs in events.items()}
+    assert kinds == {"view": ["page"], "click": ["track"], "social": [],
+                     "identify": ["alias", "group", "identify"]}
+    library = events["click"][0]["context"]["library"]
+    assert library["name"] == "@segment/analytics-node"
+    assert orjson.loads((REPO / "js" / "package-lock.json").read_bytes())["packages"][
+        "node_modules/@segment/analytics-node"]["version"] == library["version"]
+    profile = one_profile(events, "node-anon-1", "node-user-1")
+    assert profile["groups"] == {"initech": {"name": ["Initech", *profile["groups"][
+        "initech"]["name"][1:]]}}

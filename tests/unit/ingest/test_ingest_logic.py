@@ -198,9 +198,9 @@ def test_missing_ids_rejected_naming_the_fields():
 
 
 def test_unknown_type_rejected_naming_type():
-    rejection = normalize(make_event(type="group"))
+    rejection = normalize(make_event(type="merge"))
     assert isinstance(rejection, Rejection)
-    assert rejection.field == "/type" and "group" in rejection.reason
+    assert rejection.field == "/type" and "merge" in rejection.reason
 
 
 @pytest.mark.parametrize("override,field", [
@@ -269,7 +269,7 @@ def test_single_invalid_event_is_a_400_and_batch_keeps_valid_ones():
     plan = logic.plan_events(parsed, path_type="track", key_source="web", received_at=NOW)
     assert isinstance(plan, RequestError) and plan.status == 400 and plan.field == "/userId"
 
-    body = orjson.dumps({"batch": [make_event(), make_event(type="group"),
+    body = orjson.dumps({"batch": [make_event(), make_event(type="merge"),
                                    make_event(anonymousId=None), "not an object",
                                    make_event(type="page", event=None)],
                          "sentAt": "2026-11-01T10:00:00Z", "context": {"ip": "203.0.113.9"}})

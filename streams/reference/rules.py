@@ -7,6 +7,7 @@ same attribute names) is read attribute by attribute by ``Rules.of``.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -52,9 +53,17 @@ class Rules:
     def blocked(self, value: str) -> bool:
         """Whether ``value`` may never identify anyone: the empty value, a listed value
         (case-insensitive) or a whole-value match of a pattern (case-insensitive)."""
-        if value == "" or value.casefold() in {v.casefold() for v in self.blocked_values}:
+        if value == "" or value.casefold() in self._folded:
             return True
-        return any(re.fullmatch(p, value, re.IGNORECASE) for p in self.blocked_patterns)
+        return any(p.fullmatch(value) for p in self._patterns)
+
+    @functools.cached_property
+    def _folded(self) -> frozenset[str]:
+        return frozenset(v.casefold() for v in self.blocked_values)
+
+    @functools.cached_property
+    def _patterns(self) -> tuple[re.Pattern, ...]:
+        return tuple(re.compile(p, re.IGNORECASE) for p in self.blocked_patterns)
 
     def limit_of(self, id_type: str) -> int:
         """How many identifiers of ``id_type`` one profile may hold."""

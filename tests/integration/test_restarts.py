@@ -19,7 +19,7 @@ from tests.helpers import assert_running, unique
 from tests.integration.test_infra import free_port
 from tests.integration.test_pipeline_oracle import (
     RULE_SETTINGS,
-    assert_stored_equal_the_oracle,
+    assert_stored_equal_the_reference,
     random_log,
 )
 from tests.profiles_helpers import (
@@ -86,7 +86,15 @@ async def test_broker_and_database_restarts_lose_nothing_count_nothing_twice(
         pg = LocalPostgres(s)
         await blocking(pg.stop)
         await produce(s, logs[300:])
-        await asyncio.sleep(3)  # the worker finds the database gone and waits
+
+
+        async def worker_met_the_database_down():
+            assert_running(worker)
+            return "database unavailable" in worker.log_path.read_text(errors="replace")
+
+        # The database comes back only once the worker found it gone and waits.
+        await wait_until(worker_met_the_database_down, limit_s=90,
+                         what="worker waiting for the database", interval=0.2)
         await blocking(pg.start)
 
         await wait_until(lambda: group_caught_up(s), limit_s=240, what="worker caught up")
@@ -94,7 +102,7 @@ async def test_broker_and_database_restarts_lose_nothing_count_nothing_twice(
         log = worker.log_path.read_text(errors="replace")
         assert "database unavailable" in log  # it met the database down, waited, went on
         assert "dead-lettered" not in log  # waited out: nothing given up for it
-        stored = await assert_stored_equal_the_oracle(s, logs)
+        stored = await assert_stored_equal_the_reference(s, logs)
         assert sum(p["counts"]["total"] for p in stored.values()) == len(
             {d["messageId"] for d in logs})
     finally:

@@ -49,6 +49,7 @@ RULES_REACHED = (
     *(f"limit:{t}" for t in LIMIT_TYPES),
     "merge", "merge_cap", "chain_3_or_more", "blocked", "no_identifier", "duplicate_same",
     "duplicate_different", "dead_letter", "out_of_order", "forget", "skipped_forgotten",
+    "recent_trimmed",
 )
 
 
@@ -162,6 +163,14 @@ def limit_episode(tag: str, id_type: str, limit: int, minute: int) -> list[dict]
     return out
 
 
+def browse_episode(tag: str, items: int, minute: int) -> list[dict]:
+    """One person viewing ``items`` distinct items: more than the recently viewed list
+    keeps."""
+    return [{**bare(f"{tag}-v{k}", minute + k, f"{tag}-reader"),
+             "properties": {"product_id": f"{tag}-item-{k}", "category": "books"}}
+            for k in range(items)]
+
+
 def cap_episode(tag: str, cap: int, minute: int) -> list[dict]:
     """cap + 2 profiles (one custom type each, so no limit is met first) tied together
     by events carrying a hub id and up to 12 of theirs: the cap is reached."""
@@ -252,13 +261,15 @@ def rich_logs(draw, rules: IdentityRules = TEST_RULES, min_size: int = 5,
     size = draw(st.integers(min_size, max_size))
     events = [draw(enriched(i)) for i in range(size)]
     for e, episode in enumerate(draw(st.lists(st.sampled_from(
-            ["limit", "limit", "chain", "cap"]), min_size=1, max_size=3))):
+            ["limit", "limit", "chain", "cap", "browse"]), min_size=1, max_size=3))):
         tag, minute = f"e{e}", draw(st.integers(0, 20))
         if episode == "limit":
             count = draw(st.integers(1, 3))
             for id_type in draw(st.permutations(LIMIT_TYPES))[:count]:
                 events += limit_episode(f"{tag}{id_type[:2]}", id_type,
                                         rules.limit(id_type), minute)
+        elif episode == "browse":
+            events += browse_episode(tag, draw(st.integers(11, 13)), minute)
         elif episode == "chain":
             events += chain_episode(tag, draw(st.integers(3, 5)), minute)
         else:

@@ -97,11 +97,18 @@ def behaviour(doc: dict, fact: Fact, viewed: bool) -> None:
             entry["info"] = [info, *fact.key]
 
 
+def viewed(fact: Fact) -> bool:
+    """Whether an event is a view of its item: a page, a screen, or a track whose name
+    says "view"."""
+    return bool(fact.item) and (fact.type in ("page", "screen")
+                                or (fact.type == "track" and "view" in (fact.name or "").lower()))
+
+
 def track(doc: dict, fact: Fact) -> None:
     common(doc, fact)
     if fact.name:
         add(doc["counts"]["event"], fact.name)
-    behaviour(doc, fact, viewed="view" in (fact.name or "").lower())
+    behaviour(doc, fact, viewed=viewed(fact))
 
 
 def page_or_screen(doc: dict, fact: Fact) -> None:

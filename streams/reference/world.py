@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from streams.reference.documents import document
+from streams.reference.documents import RECENT_KEPT, document, viewed
 from streams.reference.facts import Fact, read_record
 from streams.reference.rules import Rules
 
@@ -231,6 +231,8 @@ def fill(state: State, kept: dict[str, Fact], forgotten: set[str], rules: Rules)
         state.profiles[pid] = document(
             pid, facts, fold.held[pid], fold.absorbed[pid],
             [n for f in facts for n in fold.notes[f.message_id]])
+        if len({f.item for f in facts if viewed(f)}) > RECENT_KEPT:
+            state.reached["recent_trimmed"] += 1
         if fold.absorbed[pid] >= 2:
             state.reached["chain_3_or_more"] += 1
         if fold.absorbed[pid] >= rules.merge_cap:

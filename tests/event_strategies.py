@@ -264,7 +264,7 @@ def rich_logs(draw, rules: IdentityRules = TEST_RULES, min_size: int = 5,
             ["limit", "limit", "chain", "cap", "browse"]), min_size=1, max_size=3))):
         tag, minute = f"e{e}", draw(st.integers(0, 20))
         if episode == "limit":
-            count = draw(st.integers(1, 3))
+            count = draw(st.integers(1, 4))
             for id_type in draw(st.permutations(LIMIT_TYPES))[:count]:
                 events += limit_episode(f"{tag}{id_type[:2]}", id_type,
                                         rules.limit(id_type), minute)
@@ -284,7 +284,8 @@ def rich_logs(draw, rules: IdentityRules = TEST_RULES, min_size: int = 5,
     if forgets:
         for _ in range(draw(st.integers(1, 2))):
             where = draw(st.integers(1, len(log) - 1))
-            person = log[draw(st.integers(0, where - 1))]
-            if isinstance(person, dict) and isinstance(person.get("anonymousId"), str):
-                log.insert(where, Forget(f"anonymous_id:{person['anonymousId'].strip()}"))
+            people = sorted({e["anonymousId"].strip() for e in log[:where] if isinstance(e, dict)
+                             and isinstance(e.get("anonymousId"), str)})
+            if people:  # each person alike, however many events they have
+                log.insert(where, Forget(f"anonymous_id:{draw(st.sampled_from(people))}"))
     return log

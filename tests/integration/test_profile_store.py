@@ -16,6 +16,7 @@ from streams.profiles.models import FoldEvent, profile_id_for
 from streams.profiles.store import ProfileStore, create_schema, drop_schema
 from tests.event_strategies import DEFAULT_RULES, TEST_RULES, rich_logs
 from tests.helpers import unique
+from tests.long_profile import examples, log_size
 from tests.production_state import decoded as stage_decoded
 from tests.profiles_helpers import (
     arrival_order,
@@ -63,8 +64,8 @@ async def write_log(store: ProfileStore, log: list, rnd, batch: int) -> list[Fol
     return written
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
-@given(log=rich_logs(rules=TEST_RULES, max_size=30, forgets=True),
+@settings(max_examples=examples(12, 150), deadline=None, suppress_health_check=list(HealthCheck))
+@given(log=rich_logs(rules=TEST_RULES, max_size=log_size(30, 100), forgets=True),
        seed=st.randoms(use_true_random=False), batch=st.integers(1, 8))
 async def test_store_equals_the_reference_in_any_order(engine, log, seed, batch):
     store = await fresh_store(engine)
@@ -80,8 +81,8 @@ async def test_store_equals_the_reference_in_any_order(engine, log, seed, batch)
         await drop_schema(engine, store.schema)
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
-@given(log=rich_logs(rules=DEFAULT_RULES, max_size=30, forgets=True),
+@settings(max_examples=examples(4, 40), deadline=None, suppress_health_check=list(HealthCheck))
+@given(log=rich_logs(rules=DEFAULT_RULES, max_size=log_size(30, 100), forgets=True),
        seed=st.randoms(use_true_random=False), batch=st.sampled_from([3, 50]))
 async def test_store_equals_the_reference_with_the_production_rules(engine, log, seed, batch):
     store = await fresh_store(engine, DEFAULT_RULES)

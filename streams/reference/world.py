@@ -44,7 +44,8 @@ class State:
     id -> reason; ``redirects`` the merged-away ids -> their live profile (required);
     ``allowed_redirects`` what a redirect may also hold: the id an event would create ->
     the profile that event counts in (a replay may rename such a profile); ``dead`` (log
-    position, reason); ``forgotten`` SHA-256 digests; ``reached`` rules exercised.
+    position, reason); ``forgotten`` SHA-256 digests; ``reached`` rules exercised;
+    ``facts`` the counted events (by message id), for references of later stages.
     """
 
     profiles: dict[str, dict] = field(default_factory=dict)
@@ -57,6 +58,7 @@ class State:
     dead: list[tuple[int, str]] = field(default_factory=list)
     forgotten: set[bytes] = field(default_factory=set)
     reached: Counter = field(default_factory=Counter)
+    facts: dict[str, Fact] = field(default_factory=dict)
 
 
 def usable(fact: Fact, rules: Rules, forgotten: set[str]) -> list[str]:
@@ -226,6 +228,7 @@ def fill(state: State, kept: dict[str, Fact], forgotten: set[str], rules: Rules)
     for message_id, pid in fold.home.items():
         live = fold.final(pid)
         state.events[message_id] = live
+        state.facts[message_id] = kept[message_id]
         members.setdefault(live, []).append(kept[message_id])
     for pid, facts in members.items():
         state.profiles[pid] = document(

@@ -19,13 +19,15 @@ from hypothesis import strategies as st
 from streams.db import async_engine
 from streams.infra.procs import stop_session
 from streams.kafka import read_topic
-from streams.profiles.store import ProfileStore
+from streams.profiles.rebuild import rebuild
+from streams.profiles.store import ProfileStore, drop_schema
 from streams.reference import expected_state
 from streams.topics import ensure_topics
 from tests.event_strategies import DEFAULT_RULES, TEST_RULES, rich_logs
 from tests.long_profile import WORKER_COUNTS, examples, log_size
 from tests.profiles_helpers import (
     assert_settings_state_equals_reference,
+    assert_state_equals_reference,
     drop_profiles_schema,
     forget_holder,
     group_caught_up,
@@ -312,4 +314,29 @@ async def test_fold_processes_die_with_a_sigkilled_worker_even_mid_transaction(
             _, alive = psutil.wait_procs(folders, timeout=10)
             assert not alive, f"fold processes outlived the worker: {alive}"
     finally:
+        await drop_profiles_schema(s)
+
+
+@settings(max_examples=examples(1, 6), deadline=None, suppress_health_check=list(HealthCheck))
+@given(logs=rich_logs(rules=TEST_RULES, min_size=10, max_size=log_size(40, 120)))
+async def test_rebuild_equals_the_reference(make_settings, spawn_worker, logs):
+    """`streams rebuild` folds the topics into a new schema: its whole state, not only
+    its profiles, must be the reference's, as the live one is."""
+    s = await with_profiles_schema(make_settings(topic_partitions=3, batch_size=7,
+                                                 **RULE_SETTINGS))
+    await ensure_topics(s)
+    proc = spawn_worker(s)
+    engine = async_engine(s, pool_size=1, max_overflow=0)
+    report = None
+    try:
+        await run_log(s, logs, limit_s=120)
+        await assert_stored_equal_the_reference(s, logs)
+        report = await rebuild(s, batch=9)
+        assert report.identical, report
+        await assert_state_equals_reference(engine, report.schema, logs, s.identity)
+    finally:
+        stop_session(proc)
+        if report is not None:
+            await drop_schema(engine, report.schema)
+        await engine.dispose()
         await drop_profiles_schema(s)

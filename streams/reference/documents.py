@@ -27,10 +27,12 @@ def latest(section: dict, name: str, value: object, fact: Fact) -> None:
 
 
 def add(section: dict, name: str, by: int = 1) -> None:
+    """Count ``by`` more of ``name``."""
     section[name] = section.get(name, 0) + by
 
 
 def span(doc: dict, scope: str, time: str) -> None:
+    """Widen the [first, last] times seen of ``scope``."""
     first, last = doc["seen"].get(scope, [time, time])
     doc["seen"][scope] = [min(first, time), max(last, time)]
 
@@ -105,6 +107,7 @@ def viewed(fact: Fact) -> bool:
 
 
 def track(doc: dict, fact: Fact) -> None:
+    """A track: counted by name too; a view of its item when its name says so."""
     common(doc, fact)
     if fact.name:
         add(doc["counts"]["event"], fact.name)
@@ -112,11 +115,13 @@ def track(doc: dict, fact: Fact) -> None:
 
 
 def page_or_screen(doc: dict, fact: Fact) -> None:
+    """A page or screen: always a view of its item."""
     common(doc, fact)
     behaviour(doc, fact, viewed=True)
 
 
 def identify_or_alias(doc: dict, fact: Fact) -> None:
+    """An identify or alias."""
     common(doc, fact)  # no behaviour: these say who, not what
 
 

@@ -67,6 +67,7 @@ def text(value: object, limit: int = 256) -> str | None:
 
 
 def obj(value: object) -> dict:
+    """``value`` when it is an object, else an empty one."""
     return value if isinstance(value, dict) else {}
 
 
@@ -81,6 +82,7 @@ def first_keys(value: object) -> dict[str, Any]:
 
 
 def known_zone(name: str | None) -> str | None:
+    """``name`` when this machine knows it as an IANA zone, else None."""
     if not name:
         return None
     try:
@@ -91,6 +93,7 @@ def known_zone(name: str | None) -> str | None:
 
 
 def utc_text(moment: datetime) -> str:
+    """``moment`` in UTC as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

@@ -95,6 +95,8 @@ class Fold:
         self.reached: Counter = Counter()
 
     def run(self, facts: Iterable[Fact]) -> Fold:
+        """Place every event in canonical order (one left with no usable identifier is
+        an orphan); returns self."""
         for fact in sorted(facts, key=lambda f: f.key):
             ids = usable(fact, self.rules, self.forgotten)
             if not ids:
@@ -147,6 +149,7 @@ class Fold:
         self.notes[fact.message_id] = notes
 
     def final(self, pid: str) -> str:
+        """The live profile ``pid`` ended in, following merges."""
         while pid in self.merged_into:
             pid = self.merged_into[pid]
         return pid

@@ -32,7 +32,7 @@ test: deps install
 # examples, larger logs and up to three workers (tests/long_profile.py; README, "What the
 # reference proves", gives its duration).
 test-long: deps install
-	STREAMS_TEST_LONG=1 $(BIN)/python -m pytest -p no:cacheprovider \
+	STREAMS_TEST_LONG=1 $(BIN)/python -m pytest -p no:cacheprovider --timeout=3600 \
 		--hypothesis-show-statistics tests/unit/profiles \
 		tests/integration/test_profile_store.py tests/integration/test_pipeline_oracle.py
 

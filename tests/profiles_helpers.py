@@ -171,3 +171,17 @@ async def assert_settings_state_equals_reference(settings: Settings, log: list, 
                                                    rules, dead)
     finally:
         await engine.dispose()
+
+
+async def drop_topics(settings: Settings) -> None:
+    """Delete the test's topics, so that many examples do not pile up partitions (and
+    open files) on the shared broker. Blocks on Kafka."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        mine = [t for t in settings.all_topics if t in existing]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()

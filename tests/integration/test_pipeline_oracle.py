@@ -29,6 +29,7 @@ from tests.profiles_helpers import (
     assert_settings_state_equals_reference,
     assert_state_equals_reference,
     drop_profiles_schema,
+    drop_topics,
     forget_holder,
     group_caught_up,
     produce,
@@ -131,6 +132,7 @@ async def assert_workers_equal_the_reference(base, spawn_worker, logs: list, wor
         for p in procs:
             stop_session(p)
         await drop_profiles_schema(s)
+        await drop_topics(s)
 
 
 def random_log(seed: int, n: int) -> list[dict]:
@@ -340,3 +342,4 @@ async def test_rebuild_equals_the_reference(make_settings, spawn_worker, logs):
             await drop_schema(engine, report.schema)
         await engine.dispose()
         await drop_profiles_schema(s)
+        await drop_topics(s)

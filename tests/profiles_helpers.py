@@ -9,6 +9,11 @@ import time
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
+    NotCoordinatorError,
+)
 from hypothesis import event
 from hypothesis.errors import InvalidArgument
 
@@ -75,7 +80,11 @@ async def group_caught_up(settings: Settings) -> bool:
     await admin.start()
     await consumer.start()
     try:
-        committed = await admin.list_consumer_group_offsets(settings.consumer_group)
+        try:
+            committed = await admin.list_consumer_group_offsets(settings.consumer_group)
+        except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError,
+                NotCoordinatorError):
+            return False  # a young broker has no group coordinator yet: not caught up
         tps = await event_partitions(settings)
         if not tps:
             return False

@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: deps install js up test down status bench lock clean
+.PHONY: deps install js up test test-long down status bench lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,14 @@ up: install
 test: deps install js
 	$(BIN)/ruff check streams tests
 	$(BIN)/python -m pytest
+
+# Before a release: the property tests against the independent reference with many more
+# examples, larger logs and up to three workers (tests/long_profile.py; README, "What the
+# reference proves", gives its duration).
+test-long: deps install
+	STREAMS_TEST_LONG=1 $(BIN)/python -m pytest -p no:cacheprovider --timeout=3600 \
+		--hypothesis-show-statistics tests/unit/profiles \
+		tests/integration/test_profile_store.py tests/integration/test_pipeline_oracle.py
 
 down:
 	$(BIN)/streams infra down

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
+    NotCoordinatorError,
+)
+from hypothesis import event
+from hypothesis.errors import InvalidArgument
 
 from streams.db import async_engine
 from streams.profiles.store import ProfileStore, create_schema, drop_schema, event_partitions
+from streams.reference import Forget, State, expected_state, state_diff, stored_state
 from streams.settings import Settings
+from tests.event_strategies import RULES_REACHED
 from tests.helpers import unique
 
 
@@ -70,7 +80,11 @@ async def group_caught_up(settings: Settings) -> bool:
     await admin.start()
     await consumer.start()
     try:
-        committed = await admin.list_consumer_group_offsets(settings.consumer_group)
+        try:
+            committed = await admin.list_consumer_group_offsets(settings.consumer_group)
+        except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError,
+                NotCoordinatorError):
+            return False  # a young broker has no group coordinator yet: not caught up
         tps = await event_partitions(settings)
         if not tps:
             return False
@@ -104,3 +118,79 @@ async def wait_until(check, limit_s: float, what: str, interval: float = 0.5):
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {limit_s:.0f}s waiting for {what} (last: {last!r})")
+
+
+# --- the whole stored state against the independent reference --------------------------
+def arrival_order(events: list, rnd) -> list:
+    """``events`` shuffled by ``rnd``, except that copies of one message id keep their
+    order (the first copy wins, as on one Kafka partition: the key is the same)."""
+    shuffled = list(events)
+    rnd.shuffle(shuffled)
+    copies: dict[str, list] = {}
+    for e in events:
+        copies.setdefault(e.message_id, []).append(e)
+    return [copies[e.message_id].pop(0) for e in shuffled]
+
+
+def split_at_forgets(log: list) -> list[tuple[list[dict], Forget | None]]:
+    """The log as (envelopes, the forget that follows them or None) segments."""
+    segments, current = [], []
+    for entry in log:
+        if isinstance(entry, Forget):
+            segments.append((current, entry))
+            current = []
+        else:
+            current.append(entry)
+    segments.append((current, None))
+    return segments
+
+
+async def forget_holder(store: ProfileStore, forget: Forget) -> None:
+    """``DELETE /v1/profiles/{id}`` of the profile holding the forget's identifier."""
+    found = await store.find_by_identifier(forget.identifier)
+    if found is not None:
+        await store.forget(found[0]["id"])
+
+
+async def assert_state_equals_reference(engine, schema: str | None, log: list, rules,
+                                        dead: list | None = None) -> State:
+    """The whole state stored in ``schema`` must be what ``streams.reference`` expects of
+    ``log``: profiles, identifier owners, merges, where each event counts, skipped
+    events, redirects, forgotten digests (and ``dead`` letters when given). Returns the
+    stored state; the assertion message is the readable diff."""
+    want = expected_state(log, rules)
+    for rule in want.reached:
+        if rule in RULES_REACHED:
+            with contextlib.suppress(InvalidArgument):  # outside a Hypothesis test
+                event(f"reached {rule}")
+    got = await stored_state(engine, schema)
+    if dead is not None:
+        got.dead = dead
+    problems = state_diff(want, got, dead=dead is not None)
+    assert not problems, "stored state differs from the reference:\n" + problems
+    return got
+
+
+async def assert_settings_state_equals_reference(settings: Settings, log: list, rules,
+                                                 dead: list | None = None) -> State:
+    """``assert_state_equals_reference`` for the profiles schema of ``settings``."""
+    engine = async_engine(settings, pool_size=1, max_overflow=0)
+    try:
+        return await assert_state_equals_reference(engine, settings.profiles_schema, log,
+                                                   rules, dead)
+    finally:
+        await engine.dispose()
+
+
+async def drop_topics(settings: Settings) -> None:
+    """Delete the test's topics, so that many examples do not pile up partitions (and
+    open files) on the shared broker. Blocks on Kafka."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        mine = [t for t in settings.all_topics if t in existing]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()

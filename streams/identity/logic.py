@@ -124,7 +124,9 @@ def _violation(identifiers: Iterable[str], rules: IdentityRules) -> str | None:
     over = [t for t, n in counts.items() if n > rules.limit(t)]
     if not over:
         return None
-    return f"limit:{min(over, key=rules.rank)}"
+    # Custom types share one rank: the type name breaks the tie (not the set's order,
+    # which changes with the interpreter's hash seed).
+    return f"limit:{min(over, key=lambda t: (rules.rank(t), t))}"
 
 
 def resolve(identifiers: Iterable[str], graph: GraphView, rules: IdentityRules) -> Resolution:

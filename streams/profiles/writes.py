@@ -22,7 +22,7 @@ from streams.identity.store import IDS, MERGES, SURVIVORS
 from streams.identity.tables import components
 from streams.profiles import tables
 from streams.profiles.logic import Graph
-from streams.profiles.models import FoldEvent
+from streams.profiles.models import FoldEvent, profile_id_for
 
 COMPONENTS = SqlNames(components)
 PROFILES = SqlNames(tables.profiles)
@@ -122,6 +122,12 @@ _FOLLOW_REDIRECTS = text(
     "FROM unnest(CAST(:o AS text[]), CAST(:n AS text[])) AS m(o, n) "
     f"WHERE r.{S.profile_id} = CAST(m.o AS uuid)")
 _DELETE_REDIRECTS = text(f"DELETE FROM {S} WHERE {S.old_id} = ANY(CAST(:p AS uuid[]))")
+# An existing redirect of the id an event created follows that event when a replay moves
+# it (an old id answers with the person its creating event belongs to now).
+_RENAME_REDIRECTS = text(
+    f"UPDATE {S} r SET {S.profile_id} = CAST(m.n AS uuid) "
+    "FROM unnest(CAST(:o AS text[]), CAST(:n AS text[])) AS m(o, n) "
+    f"WHERE r.{S.old_id} = CAST(m.o AS uuid) AND r.{S.profile_id} <> CAST(m.n AS uuid)")
 del C, P, E, K, I, M, S
 
 
@@ -142,6 +148,7 @@ class BatchWrites:
     replayed_cids: list[int] = field(default_factory=list)
     merges: list[dict] = field(default_factory=list)
     redirects: dict[str, str] = field(default_factory=dict)
+    renamed: dict[str, str] = field(default_factory=dict)
     live: list[str] = field(default_factory=list)
     feed: bool = False  # note every profile touched in ``profile_changes``
 
@@ -183,6 +190,8 @@ class BatchWrites:
             pairs = {"o": list(self.redirects), "n": list(self.redirects.values())}
             await x(_UPSERT_REDIRECTS, pairs)
             await x(_FOLLOW_REDIRECTS, pairs)
+        if self.renamed:
+            await x(_RENAME_REDIRECTS, {"o": list(self.renamed), "n": list(self.renamed.values())})
         if self.live and (self.redirects or self.vanished or self.replayed_cids):
             # A live profile id is never a redirect (a replay may bring an id back).
             await x(_DELETE_REDIRECTS, {"p": self.live})
@@ -243,6 +252,10 @@ def collect(w: BatchWrites, plan: GroupPlan, graph: Graph, cid: int) -> None:
             final = graph.final_profile_of(plan.olds[pid]["created"][1])
             if final:
                 redirects[pid] = final
+        for message_id in graph.event_profile:
+            old = profile_id_for(message_id)
+            if old not in graph.profiles:
+                w.renamed[old] = graph.final_profile_of(message_id)
     w.redirects.update({o: n for o, n in redirects.items() if o != n and n in graph.profiles})
 
 

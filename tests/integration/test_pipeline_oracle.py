@@ -1,28 +1,39 @@
-"""The real pipeline against the oracle: real Kafka, real PostgreSQL, `streams worker`
-subprocesses, varied partition counts and batch sizes, one and two workers, folding in
-fold processes or in the worker's own loop, and a worker killed with SIGKILL in the
-middle of a stream."""
+"""The real pipeline against the independent reference (``streams.reference``): real
+Kafka, real PostgreSQL, `streams worker` subprocesses, varied partition counts and batch
+sizes, one to three workers, folding in fold processes or in the worker's own loop,
+forgets in the middle, dead letters, and a worker killed with SIGKILL mid-stream."""
 
 from __future__ import annotations
 
 import os
 import random
 import signal
+from collections import Counter
 
+import orjson
 import psutil
 import psycopg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streams.db import async_engine
 from streams.infra.procs import stop_session
-from streams.profiles.oracle import oracle
+from streams.kafka import read_topic
+from streams.profiles.rebuild import rebuild
+from streams.profiles.store import ProfileStore, drop_schema
+from streams.reference import expected_state
 from streams.topics import ensure_topics
-from tests.event_strategies import TEST_RULES, event_logs
+from tests.event_strategies import DEFAULT_RULES, TEST_RULES, rich_logs
+from tests.long_profile import WORKER_COUNTS, examples, log_size
 from tests.profiles_helpers import (
+    assert_settings_state_equals_reference,
+    assert_state_equals_reference,
     drop_profiles_schema,
+    drop_topics,
+    forget_holder,
     group_caught_up,
     produce,
-    stored_profiles,
+    split_at_forgets,
     wait_until,
     with_profiles_schema,
 )
@@ -31,59 +42,97 @@ RULE_SETTINGS = {"identity_limits": {"user_id": "1", "email": "2"},
                  "identity_default_limit": 3, "identity_merge_cap": 3}
 
 
-
-
 def fold_processes(worker: int) -> list[psutil.Process]:
     """The worker's fold processes (not multiprocessing's resource tracker)."""
     return [c for c in psutil.Process(worker).children()
             if "resource_tracker" not in " ".join(c.cmdline())]
 
 
-async def assert_stored_equal_the_oracle(s, logs: list[dict]) -> dict:
-    """The profiles stored in ``s``'s schema, required to equal the oracle's fold of
-    ``logs``; returned for further checks."""
-    expected = oracle(logs, TEST_RULES).profiles
-    stored = await stored_profiles(s)
-    assert stored == expected, diff(stored, expected)
-    return stored
+def _letter(reason: str, doc: object) -> tuple[str, bytes]:
+    return reason, orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
 
-def diff(stored: dict, expected: dict) -> str:
-    lines = []
-    for pid in sorted(set(stored) | set(expected)):
-        a, b = stored.get(pid), expected.get(pid)
-        if a != b:
-            lines.append(f"{pid}: stored={a and a['identifiers']} "
-                         f"oracle={b and b['identifiers']}")
-    return "\n".join(lines[:20])
+async def dead_letters(s) -> Counter:
+    """(reason, original event) of every record on the dead-letter topic."""
+    found: Counter = Counter()
+    async for record in read_topic(s, s.topic(s.topic_dlq)):
+        doc = orjson.loads(record.value)
+        found[_letter(doc["reason"], doc.get("event"))] += 1
+    return found
 
 
-@settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
-@given(logs=event_logs(min_size=10, max_size=40), partitions=st.sampled_from([1, 3, 5]),
-       batch_size=st.sampled_from([1, 7, 50]), workers=st.sampled_from([1, 2]),
-       fold_processes=st.sampled_from([0, 2]))
-async def test_pipeline_equals_oracle(make_settings, spawn_worker, logs, partitions,
-                                      batch_size, workers, fold_processes):
+async def assert_stored_equal_the_reference(s, logs: list, dead: bool = False) -> dict:
+    """The whole state stored in ``s``'s schema must be what the independent reference
+    expects of ``logs`` under ``s``'s identity rules; with ``dead``, the dead-letter
+    topic must hold exactly the records the reference dead-letters. Returns the stored
+    profiles."""
+    stored = await assert_settings_state_equals_reference(s, logs, s.identity)
+    if dead:
+        want = expected_state(logs, s.identity)
+        assert await dead_letters(s) == Counter(
+            _letter(reason, logs[position]) for position, reason in want.dead)
+    return stored.profiles
+
+
+async def forget_in(s, forget) -> None:
+    """Forget the holder of ``forget.identifier`` through the store, as the API does."""
+    engine = async_engine(s, pool_size=1, max_overflow=0)
+    try:
+        await forget_holder(ProfileStore.for_settings(s, engine), forget)
+    finally:
+        await engine.dispose()
+
+
+async def run_log(s, log: list, limit_s: float) -> None:
+    """Produce ``log``; at each forget, wait until the workers caught up, then forget."""
+    for docs, forget in split_at_forgets(log):
+        await produce(s, docs)
+        if forget is not None:
+            await wait_until(lambda: group_caught_up(s), limit_s=limit_s,
+                             what="workers caught up before a forget")
+            await forget_in(s, forget)
+    await wait_until(lambda: group_caught_up(s), limit_s=limit_s, what="workers caught up")
+
+
+@settings(max_examples=examples(5, 40), deadline=None, suppress_health_check=list(HealthCheck))
+@given(logs=rich_logs(rules=TEST_RULES, min_size=10, max_size=log_size(40, 120),
+                      forgets=True),
+       partitions=st.sampled_from([1, 3, 5]), batch_size=st.sampled_from([1, 7, 50]),
+       workers=st.sampled_from(WORKER_COUNTS), fold_processes=st.sampled_from([0, 2]))
+async def test_pipeline_equals_the_reference(make_settings, spawn_worker, logs, partitions,
+                                             batch_size, workers, fold_processes):
     base = make_settings(topic_partitions=partitions, batch_size=batch_size,
                          fold_processes=fold_processes, **RULE_SETTINGS)
-    await assert_workers_equal_the_oracle(base, spawn_worker, logs, workers, limit_s=120)
+    await assert_workers_equal_the_reference(base, spawn_worker, logs, workers, limit_s=120)
 
 
-async def assert_workers_equal_the_oracle(base, spawn_worker, logs: list[dict], workers: int,
-                                          limit_s: float) -> None:
-    """Run ``workers`` workers over ``logs`` (in a fresh profiles schema) and require the
-    stored profiles to equal the oracle's."""
+@settings(max_examples=examples(1, 8), deadline=None, suppress_health_check=list(HealthCheck))
+@given(logs=rich_logs(rules=DEFAULT_RULES, min_size=10, max_size=log_size(40, 120),
+                      forgets=True),
+       workers=st.sampled_from(WORKER_COUNTS))
+async def test_pipeline_equals_the_reference_with_the_production_rules(
+        make_settings, spawn_worker, logs, workers):
+    base = make_settings(topic_partitions=3, batch_size=20)
+    assert base.identity.merge_cap == DEFAULT_RULES.merge_cap
+    await assert_workers_equal_the_reference(base, spawn_worker, logs, workers, limit_s=180)
+
+
+async def assert_workers_equal_the_reference(base, spawn_worker, logs: list, workers: int,
+                                             limit_s: float) -> None:
+    """Run ``workers`` workers over ``logs`` (in a fresh profiles schema, forgets where
+    the log has them) and require the whole stored state and the dead letters to be the
+    reference's."""
     s = await with_profiles_schema(base)
     await ensure_topics(s)
     procs = [spawn_worker(s, name=f"w{i}") for i in range(workers)]
     try:
-        await produce(s, logs)
-        await wait_until(lambda: group_caught_up(s), limit_s=limit_s, what="workers caught up")
-        await assert_stored_equal_the_oracle(s, logs)
+        await run_log(s, logs, limit_s)
+        await assert_stored_equal_the_reference(s, logs, dead=True)
     finally:
         for p in procs:
             stop_session(p)
         await drop_profiles_schema(s)
+        await drop_topics(s)
 
 
 def random_log(seed: int, n: int) -> list[dict]:
@@ -143,7 +192,7 @@ async def test_sigkill_mid_stream_loses_nothing_counts_nothing_twice(make_settin
         await produce(s, logs[400:])
         second = spawn_worker(s, name="restarted")
         await wait_until(lambda: group_caught_up(s), limit_s=180, what="restarted worker")
-        stored = await assert_stored_equal_the_oracle(s, logs)
+        stored = await assert_stored_equal_the_reference(s, logs)
         assert sum(p["counts"]["total"] for p in stored.values()) == len(
             {d["messageId"] for d in logs})
     finally:
@@ -153,9 +202,9 @@ async def test_sigkill_mid_stream_loses_nothing_counts_nothing_twice(make_settin
         await drop_profiles_schema(s)
 
 
-async def test_two_workers_sharing_partitions_equal_the_oracle(make_settings, spawn_worker):
+async def test_two_workers_sharing_partitions_equal_the_reference(make_settings, spawn_worker):
     base = make_settings(topic_partitions=4, batch_size=13, **RULE_SETTINGS)
-    await assert_workers_equal_the_oracle(base, spawn_worker, random_log(5, 300), workers=2,
+    await assert_workers_equal_the_reference(base, spawn_worker, random_log(5, 300), workers=2,
                                           limit_s=180)
 
 
@@ -213,7 +262,7 @@ async def test_database_connection_killed_mid_batch_is_retried_not_lost(make_set
             await held.blocked_backends(terminate=True)
             await held.release()
             await wait_until(lambda: group_caught_up(s), limit_s=120, what="worker caught up")
-        await assert_stored_equal_the_oracle(s, logs)
+        await assert_stored_equal_the_reference(s, logs)
         assert proc.poll() is None, "the worker died instead of retrying"
     finally:
         if proc is not None:
@@ -240,7 +289,7 @@ async def test_fold_process_killed_mid_batch_is_replaced_and_nothing_lost(make_s
             psutil.wait_procs(folders, timeout=10)
             await held.release()
             await wait_until(lambda: group_caught_up(s), limit_s=120, what="worker caught up")
-        await assert_stored_equal_the_oracle(s, logs)
+        await assert_stored_equal_the_reference(s, logs)
         assert proc.poll() is None, "the worker died instead of replacing its fold processes"
         replaced = fold_processes(proc.pid)
         assert replaced and not {c.pid for c in replaced} & {c.pid for c in folders}
@@ -268,3 +317,29 @@ async def test_fold_processes_die_with_a_sigkilled_worker_even_mid_transaction(
             assert not alive, f"fold processes outlived the worker: {alive}"
     finally:
         await drop_profiles_schema(s)
+
+
+@settings(max_examples=examples(1, 6), deadline=None, suppress_health_check=list(HealthCheck))
+@given(logs=rich_logs(rules=TEST_RULES, min_size=10, max_size=log_size(40, 120)))
+async def test_rebuild_equals_the_reference(make_settings, spawn_worker, logs):
+    """`streams rebuild` folds the topics into a new schema: its whole state, not only
+    its profiles, must be the reference's, as the live one is."""
+    s = await with_profiles_schema(make_settings(topic_partitions=3, batch_size=7,
+                                                 **RULE_SETTINGS))
+    await ensure_topics(s)
+    proc = spawn_worker(s)
+    engine = async_engine(s, pool_size=1, max_overflow=0)
+    report = None
+    try:
+        await run_log(s, logs, limit_s=120)
+        await assert_stored_equal_the_reference(s, logs)
+        report = await rebuild(s, batch=9)
+        assert report.identical, report
+        await assert_state_equals_reference(engine, report.schema, logs, s.identity)
+    finally:
+        stop_session(proc)
+        if report is not None:
+            await drop_schema(engine, report.schema)
+        await engine.dispose()
+        await drop_profiles_schema(s)
+        await drop_topics(s)

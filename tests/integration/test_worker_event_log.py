@@ -13,7 +13,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.topics import ensure_topics
 from tests.helpers import eventually
-from tests.profiles_helpers import drop_profiles_schema, with_profiles_schema
+from tests.profiles_helpers import (
+    assert_settings_state_equals_reference,
+    drop_profiles_schema,
+    with_profiles_schema,
+)
 
 
 async def committed(admin: AIOKafkaAdminClient, group: str, tp: TopicPartition) -> int | None:
@@ -42,12 +46,12 @@ async def test_view_event_lands_in_postgres_before_offset_commit(make_settings, 
     await producer.start()
     await admin.start()
     try:
-        event = {
+        sent = {
             "type": "page", "messageId": "msg-view-1", "anonymousId": "anon-42",
             "name": "Home", "timestamp": "2026-11-01T10:00:00Z",
             "properties": {"url": "https://example.test/"},
         }
-        meta = await producer.send_and_wait(topic, orjson.dumps(event), key=b"anon-42")
+        meta = await producer.send_and_wait(topic, orjson.dumps(sent), key=b"anon-42")
         tp = TopicPartition(topic, meta.partition)
 
         async with await psycopg.AsyncConnection.connect(**conninfo, autocommit=True) as watch:
@@ -91,6 +95,9 @@ async def test_view_event_lands_in_postgres_before_offset_commit(make_settings, 
                 return await committed(admin, settings.consumer_group, tp) == meta.offset + 1
 
             await eventually(offset_moved, timeout=30, what="offset committed past the event")
+            # And the whole state is the independent reference's for this one event.
+            await assert_settings_state_equals_reference(settings, [sent],
+                                                         settings.identity)
     finally:
         await locker.close()
         await producer.stop()

@@ -35,7 +35,7 @@ from tests.integration.faults.support import lag
 from tests.integration.test_infra import free_port
 from tests.integration.test_pipeline_oracle import (
     RULE_SETTINGS,
-    assert_stored_equal_the_oracle,
+    assert_stored_equal_the_reference,
     random_log,
 )
 from tests.profiles_helpers import (
@@ -151,7 +151,7 @@ async def test_broker_kill_connection_drops_and_database_restart_lose_nothing(
         assert_running(worker)  # it rode out every fault without being restarted
         log = worker.log_path.read_text(errors="replace")
         assert "dead-lettered" not in log  # waited out: nothing given up for it
-        stored = await assert_stored_equal_the_oracle(s, logs)
+        stored = await assert_stored_equal_the_reference(s, logs)
         assert sum(p["counts"]["total"] for p in stored.values()) == len(
             {d["messageId"] for d in logs})
     finally:

@@ -13,7 +13,7 @@ from streams.kafka import read_topic
 from streams.topics import ensure_topics
 from tests.integration.test_pipeline_oracle import (
     RULE_SETTINGS,
-    assert_stored_equal_the_oracle,
+    assert_stored_equal_the_reference,
     random_log,
 )
 from tests.profiles_helpers import (
@@ -81,7 +81,7 @@ async def test_the_same_message_id_twice_counts_once_every_way(make_settings, sp
         await wait_until(lambda: group_caught_up(s), limit_s=120, what="worker caught up")
         records = await event_records(s)
         assert len(records) == len(filler) + 2 + 2 + 2 + 2 + 5
-        stored = await assert_stored_equal_the_oracle(s, records)
+        stored = await assert_stored_equal_the_reference(s, records)
         ids = {orjson.loads(v)["messageId"] for v in records}
         assert sum(p["counts"]["total"] for p in stored.values()) == len(ids)
         (dup,) = [p for p in stored.values()

@@ -17,7 +17,7 @@ from tests.helpers import assert_running
 from tests.integration.faults.support import SHUTDOWN_BOUND, lag, stop_timed
 from tests.integration.test_pipeline_oracle import (
     RULE_SETTINGS,
-    assert_stored_equal_the_oracle,
+    assert_stored_equal_the_reference,
     random_log,
 )
 from tests.profiles_helpers import (
@@ -83,7 +83,7 @@ async def test_scaling_out_and_in_three_times_loses_nothing(make_settings, spawn
         await wait_until(lambda: group_caught_up(s), limit_s=120, what="lag back to zero")
         assert set((await lag(s)).values()) == {0}, await lag(s)
         assert_running(first)
-        stored = await assert_stored_equal_the_oracle(s, logs)
+        stored = await assert_stored_equal_the_reference(s, logs)
         assert sum(p["counts"]["total"] for p in stored.values()) == len(
             {d["messageId"] for d in logs})
     finally:

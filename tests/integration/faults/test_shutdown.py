@@ -13,7 +13,7 @@ from tests.integration.test_infra import free_port
 from tests.integration.test_pipeline_oracle import (
     RULE_SETTINGS,
     HeldTable,
-    assert_stored_equal_the_oracle,
+    assert_stored_equal_the_reference,
     random_log,
 )
 from tests.profiles_helpers import (
@@ -46,7 +46,7 @@ async def test_sigterm_stops_a_worker_whose_batch_is_stuck_on_a_lock(make_settin
         # The lock is gone: a new worker reads the unacknowledged batches again.
         restarted = spawn_worker(s, name="restarted")
         await wait_until(lambda: group_caught_up(s), limit_s=120, what="restarted worker")
-        stored = await assert_stored_equal_the_oracle(s, logs)
+        stored = await assert_stored_equal_the_reference(s, logs)
         assert sum(p["counts"]["total"] for p in stored.values()) == len(
             {d["messageId"] for d in logs})
     finally:

@@ -11,7 +11,7 @@ from aiohttp import ClientSession
 
 from streams.events.dlq import read_dead_letter
 from streams.kafka import ConsumedRecord, read_topic
-from streams.profiles.oracle import oracle
+from streams.reference import expected_state
 from streams.settings import Settings
 
 
@@ -70,7 +70,7 @@ def one_profile(events: dict[str, list[dict]], anonymous_id: str, user_id: str) 
     """The one profile (reference fold of ``events``) holding the user id, required to
     hold the anonymous id too."""
     records = [e for docs in events.values() for e in docs]
-    profiles = [p for p in oracle(records).profiles.values()
+    profiles = [p for p in expected_state(records).profiles.values()
                 if f"user_id:{user_id}" in p["identifiers"]]
     assert len(profiles) == 1, profiles
     profile = profiles[0]

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from streams.profiles.decode import decode_envelope
 from streams.profiles.logic import fold_event, merge_profiles, new_profile, profile_view
 from streams.profiles.models import FoldEvent, InvalidEvent
-from streams.profiles.oracle import oracle
+from streams.reference import expected_state
 
 NOW = datetime(2026, 3, 2, tzinfo=UTC)
 
@@ -48,12 +48,12 @@ def test_groups_fold_last_writer_wins_and_merge_commutes():
     assert one["counts"]["type"] == {"group": 3} and one["hours"] == {"local": {}, "utc": {}}
 
 
-def test_oracle_keeps_groups_whatever_the_order():
+def test_the_reference_keeps_groups_whatever_the_order():
     docs = [group("g-1", 0, name="Acme"), group("g-2", 5, name="Acme Inc"),
             {"type": "identify", "messageId": "i-1", "userId": "u-1", "anonymousId": "a-1",
              "timestamp": "2026-03-01T10:03:00Z", "traits": {"email": "ann@example.test"}}]
-    first = oracle(docs).profiles
-    second = oracle(list(reversed(docs))).profiles
+    first = expected_state(docs).profiles
+    second = expected_state(list(reversed(docs))).profiles
     assert first == second
     [profile] = first.values()
     assert profile["groups"] == {"acme": {"name": ["Acme Inc", "2026-03-01T10:05:00.000000Z",

@@ -241,7 +241,7 @@ def spoiled(doc: dict, how: str, n: int) -> dict:
         if bad["type"] == "alias":
             bad["type"] = "page"
     elif how == "long_message_id":
-        bad["messageId"] = "x" * 201 + str(n)
+        bad["messageId"] = "x" * 257 + str(n)  # over the contract's 256
     else:
         bad["timestamp"] = "yesterday"
     return bad

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from datetime import UTC, datetime
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -22,7 +23,7 @@ from streams.profiles.store import ProfileStore, create_schema, drop_schema, eve
 from streams.reference import Forget, State, expected_state, state_diff, stored_state
 from streams.settings import Settings
 from tests.event_strategies import RULES_REACHED
-from tests.helpers import unique
+from tests.helpers import FORGET_KEY, unique
 
 
 async def with_profiles_schema(settings: Settings) -> Settings:
@@ -56,17 +57,33 @@ def topic_for(settings: Settings, doc: dict) -> str:
     return settings.topic(settings.topic_click)
 
 
+# The Kafka time ``produce`` stamped on each record, by the record's bytes (its first
+# copy's): the worker bounds the event time of a record without ``receivedAt`` around it,
+# and the reference must do the same (``record_time``).
+RECORD_TIMES: dict[bytes, datetime] = {}
+
+
+def record_time(doc: dict) -> datetime | None:
+    """The Kafka time ``produce`` gave the record of ``doc`` (None: not produced)."""
+    return RECORD_TIMES.get(orjson.dumps(doc))
+
+
 async def produce(settings: Settings, docs: list[dict]) -> None:
-    """Send envelopes keyed by userId or anonymousId, as the collector does."""
+    """Send envelopes keyed by userId or anonymousId, as the collector does, each with
+    this moment as its Kafka time (remembered in ``RECORD_TIMES``)."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
                                 enable_idempotence=True, linger_ms=5)
     await producer.start()
     try:
         futures = []
+        stamp_ms = int(time.time() * 1000)
+        stamp = datetime.fromtimestamp(stamp_ms / 1000, UTC)
         for doc in docs:
             key = str(doc.get("userId") or doc.get("anonymousId") or "").encode()
-            futures.append(await producer.send(topic_for(settings, doc), orjson.dumps(doc),
-                                               key=key))
+            value = orjson.dumps(doc)
+            RECORD_TIMES.setdefault(value, stamp)
+            futures.append(await producer.send(topic_for(settings, doc), value, key=key,
+                                               timestamp_ms=stamp_ms))
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -153,12 +170,15 @@ async def forget_holder(store: ProfileStore, forget: Forget) -> None:
 
 
 async def assert_state_equals_reference(engine, schema: str | None, log: list, rules,
-                                        dead: list | None = None) -> State:
+                                        dead: list | None = None,
+                                        forget_key: bytes = FORGET_KEY.encode(),
+                                        appended=None) -> State:
     """The whole state stored in ``schema`` must be what ``streams.reference`` expects of
     ``log``: profiles, identifier owners, merges, where each event counts, skipped
     events, redirects, forgotten digests (and ``dead`` letters when given). Returns the
-    stored state; the assertion message is the readable diff."""
-    want = expected_state(log, rules)
+    stored state; the assertion message is the readable diff. ``forget_key``: the key
+    the stores keyed forgotten identifiers with (the test session's by default)."""
+    want = expected_state(log, rules, forget_key, appended)
     for rule in want.reached:
         if rule in RULES_REACHED:
             with contextlib.suppress(InvalidArgument):  # outside a Hypothesis test
@@ -176,8 +196,11 @@ async def assert_settings_state_equals_reference(settings: Settings, log: list, 
     """``assert_state_equals_reference`` for the profiles schema of ``settings``."""
     engine = async_engine(settings, pool_size=1, max_overflow=0)
     try:
-        return await assert_state_equals_reference(engine, settings.profiles_schema, log,
-                                                   rules, dead)
+        key = settings.forget_key
+        return await assert_state_equals_reference(
+            engine, settings.profiles_schema, log, rules, dead,
+            forget_key=key.get_secret_value().encode() if key else FORGET_KEY.encode(),
+            appended=record_time)
     finally:
         await engine.dispose()
 

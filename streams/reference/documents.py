@@ -90,7 +90,8 @@ def behaviour(doc: dict, fact: Fact, viewed: bool) -> None:
     if fact.device:
         info = {k: v for k, v in fact.device.items() if k != "id"}
         name = fact.device.get("id") or "|".join(
-            info.get(k, "") for k in ("type", "manufacturer", "model", "os"))
+            [info.get(k, "") for k in ("type", "manufacturer", "model", "os")]
+            + ([info["browser"]] if "browser" in info else []))
         entry = doc["devices"].setdefault(
             name, {"first": fact.time, "last": fact.time, "info": [info, *fact.key]})
         entry["first"], entry["last"] = min(entry["first"], fact.time), max(
@@ -125,9 +126,18 @@ def identify_or_alias(doc: dict, fact: Fact) -> None:
     common(doc, fact)  # no behaviour: these say who, not what
 
 
+def group(doc: dict, fact: Fact) -> None:
+    """A group call: the account joins the person's groups, each of its traits last
+    writer wins; no behaviour."""
+    common(doc, fact)
+    account = doc["groups"].setdefault(fact.group, {})
+    for name, value in fact.group_traits.items():
+        latest(account, name, value, fact)
+
+
 BY_KIND: dict[str, Callable[[dict, Fact], None]] = {
     "track": track, "page": page_or_screen, "screen": page_or_screen,
-    "identify": identify_or_alias, "alias": identify_or_alias,
+    "identify": identify_or_alias, "alias": identify_or_alias, "group": group,
 }
 
 
@@ -144,7 +154,7 @@ def document(profile_id: str, facts: Iterable[Fact], identifiers: Iterable[str],
     doc: dict = {
         "id": profile_id, "created": list(facts[0].key), "identifiers": sorted(identifiers),
         "merges": merges, "notes": sorted({tuple(n) for n in notes})[:NOTES_KEPT],
-        "traits": {}, "preferences": {}, "consent": {}, "timezone": None,
+        "traits": {}, "preferences": {}, "consent": {}, "timezone": None, "groups": {},
         "counts": {"total": 0, "type": {}, "event": {}, "source": {}, "channel": {}},
         "seen": {}, "affinity": {"category": {}, "item": {}}, "recent": {},
         "hours": {"local": {}, "utc": {}}, "devices": {},

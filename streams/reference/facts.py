@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from streams.events.derive import canonical_channel, derive_source
+from streams.events.limits import MESSAGE_ID_MAX_CHARS
 from streams.events.validate import validate_record
 from streams.reference.rules import normalized, type_named
 
@@ -37,6 +38,8 @@ class Fact:
     consent: dict[str, bool] = field(default_factory=dict)
     zone: str | None = None
     device: dict[str, str] = field(default_factory=dict)
+    group: str | None = None  # a group call's account id
+    group_traits: dict[str, Any] = field(default_factory=dict)  # that account's traits
 
     @property
     def key(self) -> tuple[str, str]:
@@ -49,7 +52,7 @@ def kind_of(doc: object) -> str:
     kind = doc.get("type") if isinstance(doc, dict) else None
     if kind in ("page", "screen"):
         return "view"
-    if kind in ("identify", "alias"):
+    if kind in ("identify", "alias", "group"):
         return "identify"
     return "social" if isinstance(doc, dict) and doc.get("socialChannel") else "click"
 
@@ -104,7 +107,9 @@ def identifiers_of(doc: dict) -> frozenset[str]:
                                      ("user_id", doc.get("userId"))]
     if doc.get("type") == "alias":
         raw.append(("anonymous_id", doc.get("previousId")))
-    for traits in (obj(doc.get("traits")), obj(context.get("traits"))):
+    # A group call's own traits describe the account, never the person.
+    own = obj(doc.get("traits")) if doc.get("type") != "group" else {}
+    for traits in (own, obj(context.get("traits"))):
         raw += [("email", traits.get("email")), ("phone", traits.get("phone"))]
     raw.append(("device_id", obj(context.get("device")).get("id")))
     external = context.get("externalIds")
@@ -115,23 +120,28 @@ def identifiers_of(doc: dict) -> frozenset[str]:
     return frozenset(i for i in (normalized(t, v) for t, v in raw) if i is not None)
 
 
-def read_record(doc: object, position: int = 0) -> Fact | str:
+def read_record(doc: object, position: int = 0,
+                appended_at: datetime | None = None) -> Fact | str:
     """The ``Fact`` of an envelope sent to its collector topic, or the reason it is
     dead-lettered. The contract's validation (``validate_record``) first; then a message
-    id of at most 200 characters after trimming and a userId or anonymousId that is not
-    blank."""
+    id of at most the contract's ``MESSAGE_ID_MAX_CHARS`` (256) after trimming, a userId or
+    anonymousId that is not blank, and a group call's ``groupId``. ``appended_at``: the
+    record's Kafka time, which bounds the event time of a record without ``receivedAt``."""
     value = orjson.dumps(doc)
-    checked = validate_record(f"events.{kind_of(doc)}", 0, position, None, value)
+    checked = validate_record(f"events.{kind_of(doc)}", 0, position, None, value,
+                              appended_at=appended_at)
     if not hasattr(checked, "payload"):
         return checked.reason
     payload = checked.payload
-    message_id = text(payload.get("messageId"), 201)
+    message_id = text(payload.get("messageId"), MESSAGE_ID_MAX_CHARS + 1)
     if message_id is None:
         return "messageId: missing"
-    if len(message_id) > 200:
-        return "messageId: longer than 200 characters"
+    if len(message_id) > MESSAGE_ID_MAX_CHARS:
+        return f"messageId: longer than {MESSAGE_ID_MAX_CHARS} characters"
     if text(payload.get("userId")) is None and text(payload.get("anonymousId")) is None:
         return "userId/anonymousId: at least one is required"
+    if payload["type"] == "group" and text(payload.get("groupId")) is None:
+        return "groupId: missing (a group call names the account)"
     return read_fields(payload, message_id, utc_text(checked.event_time))
 
 
@@ -139,7 +149,10 @@ def read_fields(doc: dict, message_id: str, time: str) -> Fact:
     """The facts of a validated envelope."""
     kind = doc["type"]
     context, properties = obj(doc.get("context")), obj(doc.get("properties"))
-    traits = first_keys(doc.get("traits")) if kind == "identify" else {}
+    # An identify's traits: context.traits (where RudderStack's browser SDK puts them),
+    # overridden name by name by the top-level traits.
+    traits = ({**first_keys(context.get("traits")), **first_keys(doc.get("traits"))}
+              if kind == "identify" else {})
     preferences = first_keys(traits.pop("preferences", None))
     consent = {k: v for k, v in first_keys(traits.pop("consent", None)).items()
                if isinstance(v, bool)}
@@ -148,7 +161,8 @@ def read_fields(doc: dict, message_id: str, time: str) -> Fact:
               "type": text(device_doc.get("type"), 64),
               "manufacturer": text(device_doc.get("manufacturer"), 64),
               "model": text(device_doc.get("model"), 64),
-              "os": text(obj(context.get("os")).get("name"), 64)}
+              "os": text(obj(context.get("os")).get("name"), 64),
+              "browser": text(obj(context.get("browser")).get("name"), 64)}
     item = next((v for v in (text(properties.get(f), 128) for f in ITEM_FIELDS) if v), None)
     return Fact(
         message_id=message_id, time=time, type=kind, identifiers=identifiers_of(doc),
@@ -159,4 +173,6 @@ def read_fields(doc: dict, message_id: str, time: str) -> Fact:
         traits=traits, preferences=preferences, consent=consent,
         zone=known_zone(text(context.get("timezone"), 64)),
         device={k: v for k, v in device.items() if v},
+        group=text(doc.get("groupId")) if kind == "group" else None,
+        group_traits=first_keys(doc.get("traits")) if kind == "group" else {},
     )

@@ -8,10 +8,12 @@ which of them a log exercised, so that generators can show they reach every rule
 from __future__ import annotations
 
 import hashlib
+import hmac
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from streams.reference.documents import RECENT_KEPT, document, viewed
 from streams.reference.facts import Fact, read_record
@@ -155,7 +157,9 @@ class Fold:
         return pid
 
 
-def expected_state(log: Iterable[dict | Forget], rules: object | None = None) -> State:
+def expected_state(log: Iterable[dict | Forget], rules: object | None = None,
+                   forget_key: bytes | None = None,
+                   appended: Callable[[dict], datetime | None] | None = None) -> State:
     """The whole state ``log`` must leave (envelopes as sent, in log order, and forgets).
 
     Dead letters: what the contract's validation refuses, and a blank message id or
@@ -163,7 +167,11 @@ def expected_state(log: Iterable[dict | Forget], rules: object | None = None) ->
     event's id is free again). Skipped: no identifier left after the blocked values
     (``no_identifier``); an identifier of a forgotten person (``forgotten``). A forget
     removes the person's events, remembers their identifiers, and the events left with
-    no usable identifier are skipped as ``forgotten``. Pure.
+    no usable identifier are skipped as ``forgotten``. ``forgotten`` holds the digests
+    of the forgotten identifiers (``TYPE:VALUE``): HMAC-SHA256 under ``forget_key``, or
+    plain SHA-256 without one. ``appended`` gives an envelope's Kafka record time (a
+    record without ``receivedAt`` has its event time bounded around it, as the worker
+    does); without it, no such bound. Pure.
     """
     rules = Rules.of(rules)
     state = State()
@@ -175,7 +183,7 @@ def expected_state(log: Iterable[dict | Forget], rules: object | None = None) ->
         if isinstance(entry, Forget):
             forget(entry, kept, forgotten, state, rules)
             continue
-        fact = read_record(entry, position)
+        fact = read_record(entry, position, appended(entry) if appended else None)
         if isinstance(fact, str):
             state.dead.append((position, fact))
             state.reached["dead_letter"] += 1
@@ -201,7 +209,7 @@ def expected_state(log: Iterable[dict | Forget], rules: object | None = None) ->
             kept[fact.message_id] = fact
             for ident in fact.identifiers:
                 state.reached["type:" + ident.partition(":")[0]] += 1
-    fill(state, kept, forgotten, rules)
+    fill(state, kept, forgotten, rules, forget_key)
     return state
 
 
@@ -223,7 +231,8 @@ def forget(entry: Forget, kept: dict[str, Fact], forgotten: set[str], state: Sta
             state.skipped[fact.message_id] = "forgotten"
 
 
-def fill(state: State, kept: dict[str, Fact], forgotten: set[str], rules: Rules) -> None:
+def fill(state: State, kept: dict[str, Fact], forgotten: set[str], rules: Rules,
+         forget_key: bytes | None = None) -> None:
     """The final fold of the kept events into ``state``."""
     fold = Fold(rules, forgotten).run(kept.values())
     state.reached.update(fold.reached)
@@ -249,4 +258,6 @@ def fill(state: State, kept: dict[str, Fact], forgotten: set[str], rules: Rules)
     state.allowed_redirects = {
         profile_id(m): live for m, live in state.events.items()
         if profile_id(m) not in state.profiles}
-    state.forgotten = {hashlib.sha256(i.encode()).digest() for i in forgotten}
+    state.forgotten = {
+        hmac.new(forget_key, i.encode(), hashlib.sha256).digest() if forget_key
+        else hashlib.sha256(i.encode()).digest() for i in forgotten}

@@ -122,14 +122,17 @@ class TriggerStage:
             for row in rows:
                 by_profile.setdefault(row.profile_id, []).append(row)
                 stored[row.message_id] = row
-            intents, decisions, conversions = [], [], []
+            intents, docs, decisions, conversions = [], [], [], []
             for pid, snap in live.items():
                 person = Person.from_profile(snap.document, snap.events)
                 planned = plan_schedules(person, self.rules, now=now)
                 # A planned intent its row already holds as it is needs no write (most
                 # of a person's intents, when a new event changes one of them).
-                intents.extend(i for i in planned
-                               if not store.unchanged(i, stored.get(i.message_id)))
+                for intent in planned:
+                    doc = intent.to_json()
+                    if not store.unchanged(intent, doc, stored.get(intent.message_id)):
+                        intents.append(intent)
+                        docs.append(doc)
                 wanted = {i.message_id for i in planned}
                 for row in by_profile.get(pid, ()):
                     if row.status == "pending" and row.message_id not in wanted:
@@ -143,7 +146,7 @@ class TriggerStage:
                         if rule is not None and at is not None and converted(
                                 at, rule, person.events):
                             conversions.append(row.message_id)
-            await store.upsert_intents(conn, intents)
+            await store.upsert_intents(conn, intents, docs)
             await store.decide(conn, decisions)
             await store.mark_converted(conn, conversions, now)
         if decisions:

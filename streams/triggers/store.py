@@ -124,23 +124,28 @@ async def open_rows_of(conn: AsyncConnection, profile_ids: Iterable[str]) -> lis
     return [_row(r) for r in await conn.execute(_OPEN_ROWS_OF, {"p": ids})] if ids else []
 
 
-def unchanged(intent: Intent, row: Row | None) -> bool:
-    """True when storing ``intent`` would not change ``row`` (its stored row, if any):
-    pending, with no hold reason, the same profile and the same intent. Pure."""
+def unchanged(intent: Intent, doc: dict, row: Row | None) -> bool:
+    """True when storing ``intent`` (``doc``: its ``to_json()``) would not change ``row``
+    (its stored row, if any): pending, with no hold reason, the same profile and the same
+    intent. Pure."""
     return (row is not None and row.status == "pending" and row.reason is None
-            and row.profile_id == intent.profile_id and row.intent_doc == intent.to_json())
+            and row.profile_id == intent.profile_id and row.intent_doc == doc)
 
 
-async def upsert_intents(conn: AsyncConnection, intents: Sequence[Intent]) -> None:
-    """Store planned intents: new ones as pending; a pending one already stored follows
-    its profile (merges, renames) and takes the new plan's facts (its due time, which a
-    hold may have moved, stays); one cancelled because an earlier plan no longer wanted
-    it is pending again (the plan depends on the events, not on the order they came in).
-    One sent, held out or suppressed is left as it is."""
+async def upsert_intents(conn: AsyncConnection, intents: Sequence[Intent],
+                         docs: Sequence[dict] | None = None) -> None:
+    """Store planned intents (``docs``: their ``to_json()`` when the caller has them): new
+    ones as pending; a pending one already stored follows its profile (merges, renames)
+    and takes the new plan's facts (its due time, which a hold may have moved, stays);
+    one cancelled because an earlier plan no longer wanted it is pending again (the plan
+    depends on the events, not on the order they came in). One sent, held out or
+    suppressed is left as it is."""
     if intents:
+        docs = docs if docs is not None else [i.to_json() for i in intents]
         await conn.execute(_UPSERT, _dumps([
-            {"m": i.message_id, "r": i.rule, "p": i.profile_id, "i": i.to_json(),
-             "d": i.due_at.isoformat(), "e": i.expires_at.isoformat()} for i in intents]))
+            {"m": i.message_id, "r": i.rule, "p": i.profile_id, "i": doc,
+             "d": doc["dueAt"], "e": doc["expiresAt"]} for i, doc in zip(intents, docs,
+                                                                         strict=True)]))
 
 
 async def repoint(conn: AsyncConnection, old: str, new: str) -> None:

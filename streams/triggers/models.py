@@ -59,12 +59,12 @@ def parse_utc(value: str) -> datetime:
 
 def iso(ts: datetime) -> str:
     """``YYYY-MM-DDTHH:MM:SS.ffffffZ`` of an aware datetime. Raises ValueError if naive."""
-    if ts.tzinfo is None:
-        raise ValueError("naive datetime: times must be timezone-aware")
-    if ts.utcoffset():
+    if ts.tzinfo is not UTC:
+        if ts.tzinfo is None:
+            raise ValueError("naive datetime: times must be timezone-aware")
         ts = ts.astimezone(UTC)
-    # isoformat, not strftime: a message renders about ten of these (a third of the cost).
-    return ts.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    # isoformat, not strftime (a message renders about ten of these): "+00:00" -> "Z".
+    return ts.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def message_id_for(rule: str, scope: str, event_ids: Iterable[str]) -> str:

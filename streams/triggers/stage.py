@@ -76,7 +76,8 @@ class TriggerStage:
         self.producer = producer
         # Messages go out in record batches per partition (a few microseconds a message
         # where producer.send costs tens); the write returns once all are acknowledged.
-        self.writer = EventWriter(settings, producer, started=True)
+        # No linger: a round writes all its messages at once, then waits for them.
+        self.writer = EventWriter(settings, producer, started=True, linger_ms=0)
         self.rules = rules if rules is not None else load_rules(settings.triggers_file)
         self.clock = clock
         self.schemas = schemas or default_schemas()

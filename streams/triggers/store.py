@@ -78,15 +78,23 @@ _DECIDE = text(
     f"WHERE {S}.{S.message_id} = x.m AND {S}.{S.status} = 'pending'")
 _CONVERTED = text(f"UPDATE {S} SET {S.converted_at} = CAST(:at AS timestamptz) "
                   f"WHERE {S.message_id} = ANY(:m)")
-# The due claim in one statement: the people of the first due rows (read off the due
-# index), those of them no other transaction is deciding about (a per-person advisory
-# lock taken without waiting; a volatile function, so the CTE is evaluated once, never
-# inlined), then all their due rows, locked, in due order.
+# The due claim in one statement. The people of the first due rows (read off the due
+# index, a window of WINDOW people-rows per claimed one), earliest first, are try-locked
+# (a per-person advisory lock taken without waiting) one by one until ``n`` of them are
+# this transaction's: another worker holding the first ones makes this one take the
+# next, instead of coming back empty and idling. The lock is a volatile filter applied
+# under the LIMIT to the ordered people (fenced by OFFSET 0, so that the planner keeps
+# the order below the filter), so it is only tried until ``n`` succeed (a test counts
+# the locks held); the CTEs are materialized, never inlined. Then all those people's due
+# rows, locked, in due order.
+WINDOW = 4
 _CLAIM_DUE = text(
-    f"WITH first AS (SELECT {S.profile_id} AS p FROM {S} WHERE {S.status} = 'pending' "
-    f"AND {S.due_at} <= :now ORDER BY {S.due_at}, {S.message_id} LIMIT :n), "
-    "mine AS (SELECT p FROM (SELECT DISTINCT p FROM first) AS d "
-    "WHERE pg_try_advisory_xact_lock(hashtextextended('trigger:' || p::text, 0))) "
+    f"WITH first AS MATERIALIZED (SELECT p, min(d) AS d FROM (SELECT {S.profile_id} AS p, "
+    f"{S.due_at} AS d FROM {S} WHERE {S.status} = 'pending' AND {S.due_at} <= :now "
+    f"ORDER BY {S.due_at}, {S.message_id} LIMIT :window) AS w GROUP BY p), "
+    "mine AS MATERIALIZED (SELECT p FROM (SELECT p, d FROM first ORDER BY d, p OFFSET 0) AS o "
+    "WHERE pg_try_advisory_xact_lock(hashtextextended('trigger:' || p::text, 0)) "
+    "LIMIT :n) "
     # = ANY(ARRAY(...)): the rows of these people off the profile index, not a join
     # with every due row.
     f"SELECT {_COLUMNS} FROM {S} WHERE {S.profile_id} = ANY(ARRAY(SELECT p FROM mine)) "
@@ -182,13 +190,15 @@ async def mark_converted(conn: AsyncConnection, message_ids: Sequence[str],
 
 
 async def claim_due(conn: AsyncConnection, now: datetime, limit: int) -> list[Row]:
-    """The people of the first ``limit`` pending rows due at ``now`` that no other
-    transaction is deciding about (a per-person advisory lock, taken without waiting),
-    with every one of their due rows, locked, in the order they fall due. Each person's
-    messages are therefore decided by one transaction at a time and always in due order,
-    however many workers share the loop: frequency caps and re-eligibility count what
-    was decided before, as the reference does. One round trip."""
-    return [_row(r) for r in await conn.execute(_CLAIM_DUE, {"now": now, "n": limit})]
+    """Up to ``limit`` people with rows due at ``now`` that no other transaction is
+    deciding about (a per-person advisory lock, taken without waiting), those whose rows
+    fall due first (among the first ``WINDOW * limit`` due rows), with every one of their
+    due rows, locked, in the order they fall due. Each person's messages are therefore
+    decided by one transaction at a time and always in due order, however many workers
+    share the loop: frequency caps and re-eligibility count what was decided before, as
+    the reference does. One round trip."""
+    return [_row(r) for r in await conn.execute(
+        _CLAIM_DUE, {"now": now, "n": limit, "window": WINDOW * limit})]
 
 
 async def history(conn: AsyncConnection, profile_ids: Iterable[str],

@@ -71,9 +71,11 @@ class EventWriter:
     """
 
     def __init__(self, settings: Settings, producer: AIOKafkaProducer | None = None,
-                 started: bool = False):
+                 started: bool = False, linger_ms: int | None = None):
         """``producer``: one of the caller's (made by ``start`` otherwise); ``started``:
-        it is already started, and its owner stops it (``start``/``stop`` not called)."""
+        it is already started, and its owner stops it (``start``/``stop`` not called);
+        ``linger_ms``: instead of ``producer_linger_ms`` (0 for a writer whose every
+        write holds all the records there are)."""
         self.settings = settings
         # aiokafka binds a producer to the running loop, so it is made in start().
         self.producer: AIOKafkaProducer | None = producer
@@ -83,7 +85,7 @@ class EventWriter:
         self._hashes: dict[bytes, int] = {}
         self._round_robin = 0
         self._tasks: set[asyncio.Task] = set()
-        self._linger = settings.collector.linger_ms / 1000
+        self._linger = (settings.collector.linger_ms if linger_ms is None else linger_ms) / 1000
         self._ack_timeout = settings.collector.ack_timeout
 
     async def start(self) -> None:

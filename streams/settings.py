@@ -161,6 +161,9 @@ class Settings(BaseSettings):
     triggers_enabled: bool = True
     triggers_poll_seconds: float = Field(0.25, gt=0)
     triggers_batch: int = Field(200, ge=1)
+    # The trigger process's CPU niceness (0-19): when the cores are saturated the fold,
+    # which ingestion waits on, goes first; the stage's work is durable and catches up.
+    triggers_nice: int = Field(10, ge=0, le=19)
 
     @field_validator("identity_blocked_pattern", mode="after")
     @classmethod

@@ -13,7 +13,7 @@ import signal
 import streams.profiles.store  # noqa: F401
 from streams.db import async_engine
 from streams.settings import load_settings
-from streams.triggers.agents import make_message_producer
+from streams.triggers.agents import make_message_producer, prepare_trigger_process
 from streams.triggers.stage import TriggerStage
 
 
@@ -24,6 +24,9 @@ async def _run() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     # The same pool and producer as the worker's trigger task (streams.triggers.agents).
+    # The trigger process's tuning, without the niceness: these emitters are measured
+    # alone (nothing of the pipeline competes), on a machine that other work shares.
+    prepare_trigger_process(nice=0)
     engine = async_engine(settings, pool_size=2, max_overflow=0)
     producer = make_message_producer(settings)
     await producer.start()

@@ -80,6 +80,7 @@ def engagement(person: Person, now: datetime) -> dict[str, dict[str, Any]]:
     """Per channel with any activity: events from it in the last 30 days, in all, and
     when it was last used (the figures a message's ``why.channel`` shows)."""
     figures: dict[str, dict[str, Any]] = {}
+    last: dict[str, datetime] = {}
     since = now - ENGAGEMENT_WINDOW
     for event in person.events:
         channel = event.origin
@@ -89,8 +90,10 @@ def engagement(person: Person, now: datetime) -> dict[str, dict[str, Any]]:
         entry["total"] += 1
         if since <= event.time <= now:
             entry["recent"] += 1
-        if entry["lastSeen"] is None or iso(event.time) > entry["lastSeen"]:
-            entry["lastSeen"] = iso(event.time)
+        if channel not in last or event.time > last[channel]:
+            last[channel] = event.time
+    for channel, seen in last.items():  # formatted once, not per event
+        figures[channel]["lastSeen"] = iso(seen)
     return figures
 
 

@@ -174,8 +174,9 @@ def _first_goal_after(goals: list[EventKey], after: EventKey) -> EventKey | None
     return goals[i] if i < len(goals) else None
 
 
-def plan_rule(person: Person, rule: AnyRule) -> list[Intent]:
-    """The intents of one rule for a person (see ``plan_schedules``)."""
+def _chosen(person: Person, rule: AnyRule) -> list[Candidate]:
+    """The candidates of one rule that become intents: those no goal event exits before
+    they are due, thinned by re-eligibility."""
     events = person.events
     goals = sorted(g.key for g in goal_events(rule, events)) if _exits(rule) else []
     kept: list[Candidate] = []
@@ -187,7 +188,7 @@ def plan_rule(person: Person, rule: AnyRule) -> list[Intent]:
         kept.append(cand)
     # A total order on the candidates' own facts (ids are hashed only for those kept).
     kept.sort(key=lambda c: (c.trigger_time, c.scope, sorted(c.event_ids)))
-    intents: list[Intent] = []
+    chosen: list[Candidate] = []
     last: datetime | None = None
     for cand in kept:
         # Re-eligibility: at most one message per window, windows chained from the
@@ -195,6 +196,14 @@ def plan_rule(person: Person, rule: AnyRule) -> list[Intent]:
         if last is not None and cand.trigger_time < last + rule.reeligible_after:
             continue
         last = cand.trigger_time
+        chosen.append(cand)
+    return chosen
+
+
+def plan_rule(person: Person, rule: AnyRule) -> list[Intent]:
+    """The intents of one rule for a person (see ``plan_schedules``)."""
+    intents: list[Intent] = []
+    for cand in _chosen(person, rule):
         due = cand.trigger_time + rule.delay
         intents.append(Intent(
             message_id=message_id_for(rule.name, cand.scope, cand.event_ids),
@@ -204,6 +213,15 @@ def plan_rule(person: Person, rule: AnyRule) -> list[Intent]:
             exit_after=cand.after, origin_channel=cand.origin.origin,
             origin_device=address(cand.origin), facts=cand.facts))
     return intents
+
+
+def still_planned(intent: Intent, person: Person, rule: AnyRule) -> bool:
+    """True when ``plan_rule(person, rule)`` still has ``intent``'s message id: the same
+    answer, without building the intents (the emit loop asks it of every message), and
+    hashing only a candidate with the intent's own triggering events."""
+    return any(tuple(sorted(c.event_ids)) == intent.trigger_events
+               and message_id_for(rule.name, c.scope, c.event_ids) == intent.message_id
+               for c in _chosen(person, rule))
 
 
 def plan_schedules(person: Person, rules: RuleSet, *,
@@ -234,7 +252,7 @@ def cancel_reason(intent: Intent, person: Person, rules: RuleSet,
                                  intent.exit_after)
         if goal is not None and goal[0] <= max(intent.due_at, now or intent.due_at):
             return "exit"
-    if all(i.message_id != intent.message_id for i in plan_rule(person, rule)):
+    if not still_planned(intent, person, rule):
         return "superseded"
     return None
 

@@ -8,6 +8,7 @@ rows straight in; this package never imports another domain's code.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from streams.events.models import SOCIAL_CHANNELS
 
 # Message ids are UUIDv5 in this namespace of the rule and the triggering events.
 MESSAGE_NAMESPACE = uuid.UUID("3b0f7a52-8c1e-4f0a-b5f4-6a2d9e1c7b40")
+_NAMESPACE_BYTES = MESSAGE_NAMESPACE.bytes
 
 CHANNELS = ("email", "push", "watch", "web", *SOCIAL_CHANNELS)
 Channel = Literal["email", "push", "watch", "web", "facebook", "instagram", "twitter",
@@ -57,9 +59,12 @@ def parse_utc(value: str) -> datetime:
 
 def iso(ts: datetime) -> str:
     """``YYYY-MM-DDTHH:MM:SS.ffffffZ`` of an aware datetime. Raises ValueError if naive."""
-    if ts.tzinfo is None:
-        raise ValueError("naive datetime: times must be timezone-aware")
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if ts.tzinfo is not UTC:
+        if ts.tzinfo is None:
+            raise ValueError("naive datetime: times must be timezone-aware")
+        ts = ts.astimezone(UTC)
+    # isoformat, not strftime (a message renders about ten of these): "+00:00" -> "Z".
+    return ts.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def message_id_for(rule: str, scope: str, event_ids: Iterable[str]) -> str:
@@ -67,7 +72,13 @@ def message_id_for(rule: str, scope: str, event_ids: Iterable[str]) -> str:
     e.g. ``category:running``) and the sorted ids of the triggering events. It never
     involves the profile id, which changes when profiles merge."""
     name = "\x1f".join((rule, scope, *sorted(set(event_ids))))
-    return str(uuid.uuid5(MESSAGE_NAMESPACE, name))
+    # uuid.uuid5 by hand (RFC 4122: SHA-1 of namespace + name, version and variant bits),
+    # without building a UUID object: the emit loop re-plans a rule for every message.
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 EventKey = tuple[datetime, str]
@@ -167,6 +178,12 @@ def canonical_events(events: Iterable[TriggerEvent]) -> tuple[TriggerEvent, ...]
     for event in events:
         seen.setdefault(event.message_id, event)
     return tuple(sorted(seen.values(), key=lambda e: e.key))
+
+
+# The profile document's keys ``Person.from_profile`` reads (what a reader of people
+# asks the profile feed for, and no more).
+PERSON_KEYS = ("identifiers", "traits", "preferences", "consent", "timezone", "hours",
+               "affinity", "recent")
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,16 @@ from streams.profiles import feed
 from streams.settings import Settings
 from streams.triggers import store
 from streams.triggers.logic import cancel_reason, converted, decide_send, outcome, plan_schedules
-from streams.triggers.models import Cancel, Hold, HoldOut, Person, Send, SentRecord, Suppress
+from streams.triggers.models import (
+    PERSON_KEYS,
+    Cancel,
+    Hold,
+    HoldOut,
+    Person,
+    Send,
+    SentRecord,
+    Suppress,
+)
 from streams.triggers.rules import RuleSet, load_rules
 
 log = logging.getLogger(__name__)
@@ -67,7 +76,8 @@ class TriggerStage:
         self.producer = producer
         # Messages go out in record batches per partition (a few microseconds a message
         # where producer.send costs tens); the write returns once all are acknowledged.
-        self.writer = EventWriter(settings, producer, started=True)
+        # No linger: a round writes all its messages at once, then waits for them.
+        self.writer = EventWriter(settings, producer, started=True, linger_ms=0)
         self.rules = rules if rules is not None else load_rules(settings.triggers_file)
         self.clock = clock
         self.schemas = schemas or default_schemas()
@@ -96,7 +106,7 @@ class TriggerStage:
             changed = await feed.claim_changes(conn, self.batch)
             if not changed:
                 return 0
-            live = await feed.snapshots(conn, changed)
+            live = await feed.snapshots(conn, changed, PERSON_KEYS)
             for pid in changed:
                 if pid in live:
                     continue
@@ -106,16 +116,24 @@ class TriggerStage:
                 else:
                     await store.repoint(conn, pid, where)
                     if where not in live:
-                        live.update(await feed.snapshots(conn, [where]))
-            rows = await store.rows_of(conn, live)
+                        live.update(await feed.snapshots(conn, [where], PERSON_KEYS))
+            rows = await store.open_rows_of(conn, live)
             by_profile: dict[str, list[store.Row]] = {}
+            stored = {}
             for row in rows:
                 by_profile.setdefault(row.profile_id, []).append(row)
-            intents, decisions, conversions = [], [], []
+                stored[row.message_id] = row
+            intents, docs, decisions, conversions = [], [], [], []
             for pid, snap in live.items():
                 person = Person.from_profile(snap.document, snap.events)
                 planned = plan_schedules(person, self.rules, now=now)
-                intents.extend(planned)
+                # A planned intent its row already holds as it is needs no write (most
+                # of a person's intents, when a new event changes one of them).
+                for intent in planned:
+                    doc = intent.to_json()
+                    if not store.unchanged(intent, doc, stored.get(intent.message_id)):
+                        intents.append(intent)
+                        docs.append(doc)
                 wanted = {i.message_id for i in planned}
                 for row in by_profile.get(pid, ()):
                     if row.status == "pending" and row.message_id not in wanted:
@@ -129,7 +147,7 @@ class TriggerStage:
                         if rule is not None and at is not None and converted(
                                 at, rule, person.events):
                             conversions.append(row.message_id)
-            await store.upsert_intents(conn, intents)
+            await store.upsert_intents(conn, intents, docs)
             await store.decide(conn, decisions)
             await store.mark_converted(conn, conversions, now)
         if decisions:
@@ -149,7 +167,7 @@ class TriggerStage:
             if not due:
                 return 0
             people = {row.profile_id for row in due}
-            live = await feed.snapshots(conn, sorted(people))
+            live = await feed.snapshots(conn, sorted(people), PERSON_KEYS)
             moved = {}
             for pid in people - set(live):
                 where = await feed.where_is(conn, pid)
@@ -159,13 +177,17 @@ class TriggerStage:
                     await store.repoint(conn, pid, where)
                     moved[pid] = where
             sent_before = await store.history(conn, people, now - self.history_window)
+            persons: dict[str, Person] = {}
             decisions, sends = [], []
             for row in due:
                 if row.profile_id in moved:
                     continue
-                snap = live.get(row.profile_id)
-                person = (Person.from_profile(snap.document, snap.events) if snap
-                          else Person.gone(row.profile_id))
+                person = persons.get(row.profile_id)
+                if person is None:
+                    snap = live.get(row.profile_id)
+                    person = persons[row.profile_id] = (
+                        Person.from_profile(snap.document, snap.events) if snap
+                        else Person.gone(row.profile_id))
                 history = sent_before.setdefault(row.profile_id, [])
                 decision = decide_send(row.intent, person, history, self.rules, now)
                 entry = self._record(row, decision, now)
@@ -173,11 +195,15 @@ class TriggerStage:
                     if not self._valid(entry, decision.message):
                         decisions.append(entry)
                         continue
-                    sends.append((row, decision))
+                    # Serialized once: the same bytes go to Kafka and into the row.
+                    encoded = orjson.dumps(decision.message)
+                    entry["msg"] = store.message_fragment(encoded)
+                    sends.append(OutgoingRecord(self.topic, row.profile_id.encode(), encoded))
                     history.append(SentRecord(now, decision.channel, row.rule, row.message_id))
                 decisions.append(entry)
             if sends:
-                await self._produce(sends)
+                # acks=all: on every in-sync replica once this returns.
+                await self.writer.write(sends)
             await store.decide(conn, decisions)
         return len(due)
 
@@ -188,7 +214,7 @@ class TriggerStage:
         if isinstance(decision, Hold):
             entry.update(s="pending", due=decision.until, at=None)
         elif isinstance(decision, Send):
-            entry.update(sent=now, ch=decision.channel, msg=decision.message)
+            entry.update(sent=now, ch=decision.channel)  # msg: set once it is encoded
         elif isinstance(decision, HoldOut):
             entry.update(ch=decision.channel, at=decision.at)
         elif isinstance(decision, Suppress | Cancel) and decision.detail:
@@ -203,11 +229,6 @@ class TriggerStage:
                   problem[1])
         entry.update(s="suppressed", r="invalid_message", sent=None, msg=None)
         return False
-
-    async def _produce(self, sends: list) -> None:
-        # acks=all: on every in-sync replica once this returns.
-        await self.writer.write([OutgoingRecord(self.topic, row.profile_id.encode(),
-                                                orjson.dumps(d.message)) for row, d in sends])
 
     # --- both ------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event | None = None) -> None:

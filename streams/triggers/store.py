@@ -6,8 +6,9 @@ their names from the metadata (``streams.triggers.tables``)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -24,23 +25,36 @@ S = SqlNames(scheduled_messages)
 
 @dataclass(frozen=True)
 class Row:
-    """One schedule row, as the stage reads it."""
+    """One schedule row, as the stage reads it (``intent`` is decoded when first read:
+    a plan round reads every row of a person and needs the intent of few)."""
 
     message_id: str
     rule: str
     profile_id: str
     status: str
     reason: str | None
-    intent: Intent
+    intent_doc: dict = field(repr=False)
     due_at: datetime
     sent_at: datetime | None
     decided_at: datetime | None
     converted_at: datetime | None
 
+    @functools.cached_property
+    def intent(self) -> Intent:
+        """The planned intent. Raises KeyError or ValueError when the stored one is
+        malformed."""
+        return Intent.from_json(self.intent_doc)
+
 
 _COLUMNS = (f"{S.message_id}, {S.rule}, {S.profile_id}, {S.status}, {S.reason}, {S.intent}, "
             f"{S.due_at}, {S.sent_at}, {S.decided_at}, {S.converted_at}")
 _ROWS_OF = text(f"SELECT {_COLUMNS} FROM {S} WHERE {S.profile_id} = ANY(CAST(:p AS uuid[]))")
+# What a plan round reads of a person's rows: those still pending (to cancel) and those
+# sent or held out and not yet converted (to count a conversion).
+_OPEN_ROWS_OF = text(
+    f"SELECT {_COLUMNS} FROM {S} WHERE {S.profile_id} = ANY(CAST(:p AS uuid[])) AND "
+    f"({S.status} = 'pending' OR ({S.status} IN ('sent', 'held_out') "
+    f"AND {S.converted_at} IS NULL))")
 _UPSERT = text(
     f"INSERT INTO {S} ({S.message_id}, {S.rule}, {S.profile_id}, {S.intent}, {S.due_at}, "
     f"{S.expires_at}) SELECT m, r, p, i, d, e FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
@@ -64,16 +78,28 @@ _DECIDE = text(
     f"WHERE {S}.{S.message_id} = x.m AND {S}.{S.status} = 'pending'")
 _CONVERTED = text(f"UPDATE {S} SET {S.converted_at} = CAST(:at AS timestamptz) "
                   f"WHERE {S.message_id} = ANY(:m)")
-_DUE_PEOPLE = text(
-    f"SELECT {S.profile_id} FROM {S} WHERE {S.status} = 'pending' AND {S.due_at} <= :now "
-    f"ORDER BY {S.due_at}, {S.message_id} LIMIT :n")
-_TRY_LOCK_PEOPLE = text(
-    "SELECT p FROM unnest(CAST(:p AS text[])) AS p "
-    "WHERE pg_try_advisory_xact_lock(hashtextextended('trigger:' || p, 0))")
-_DUE_OF = text(
-    f"SELECT {_COLUMNS} FROM {S} WHERE {S.profile_id} = ANY(CAST(:p AS uuid[])) "
+# The due claim in one statement. The people of the first due rows (read off the due
+# index, a window of WINDOW people-rows per claimed one), earliest first, are try-locked
+# (a per-person advisory lock taken without waiting) one by one until ``n`` of them are
+# this transaction's: another worker holding the first ones makes this one take the
+# next, instead of coming back empty and idling. The lock is a volatile filter applied
+# under the LIMIT to the ordered people (fenced by OFFSET 0, so that the planner keeps
+# the order below the filter), so it is only tried until ``n`` succeed (a test counts
+# the locks held); the CTEs are materialized, never inlined. Then all those people's due
+# rows, locked, in due order.
+WINDOW = 4
+_CLAIM_DUE = text(
+    f"WITH first AS MATERIALIZED (SELECT p, min(d) AS d FROM (SELECT {S.profile_id} AS p, "
+    f"{S.due_at} AS d FROM {S} WHERE {S.status} = 'pending' AND {S.due_at} <= :now "
+    f"ORDER BY {S.due_at}, {S.message_id} LIMIT :window) AS w GROUP BY p), "
+    "mine AS MATERIALIZED (SELECT p FROM (SELECT p, d FROM first ORDER BY d, p OFFSET 0) AS o "
+    "WHERE pg_try_advisory_xact_lock(hashtextextended('trigger:' || p::text, 0)) "
+    "LIMIT :n) "
+    # = ANY(ARRAY(...)): the rows of these people off the profile index, not a join
+    # with every due row.
+    f"SELECT {_COLUMNS} FROM {S} WHERE {S.profile_id} = ANY(ARRAY(SELECT p FROM mine)) "
     f"AND {S.status} = 'pending' AND {S.due_at} <= :now "
-    f"ORDER BY {S.due_at}, {S.message_id} FOR UPDATE")
+    f"ORDER BY {S.due_at}, {S.message_id} FOR UPDATE OF {S}")
 _HISTORY = text(
     f"SELECT {S.profile_id}, {S.sent_at}, {S.channel}, {S.rule}, {S.message_id} FROM {S} "
     f"WHERE {S.profile_id} = ANY(CAST(:p AS uuid[])) AND {S.status} = 'sent' "
@@ -85,7 +111,7 @@ _STATS = text(
 
 def _row(r: Sequence[Any]) -> Row:
     return Row(message_id=r[0], rule=r[1], profile_id=str(r[2]), status=r[3], reason=r[4],
-               intent=Intent.from_json(r[5]), due_at=r[6], sent_at=r[7], decided_at=r[8],
+               intent_doc=r[5], due_at=r[6], sent_at=r[7], decided_at=r[8],
                converted_at=r[9])
 
 
@@ -99,16 +125,35 @@ async def rows_of(conn: AsyncConnection, profile_ids: Iterable[str]) -> list[Row
     return [_row(r) for r in await conn.execute(_ROWS_OF, {"p": ids})] if ids else []
 
 
-async def upsert_intents(conn: AsyncConnection, intents: Sequence[Intent]) -> None:
-    """Store planned intents: new ones as pending; a pending one already stored follows
-    its profile (merges, renames) and takes the new plan's facts (its due time, which a
-    hold may have moved, stays); one cancelled because an earlier plan no longer wanted
-    it is pending again (the plan depends on the events, not on the order they came in).
-    One sent, held out or suppressed is left as it is."""
+async def open_rows_of(conn: AsyncConnection, profile_ids: Iterable[str]) -> list[Row]:
+    """The rows of these profiles a plan round acts on: pending ones, and sent or held-out
+    ones not yet converted."""
+    ids = sorted(set(profile_ids))
+    return [_row(r) for r in await conn.execute(_OPEN_ROWS_OF, {"p": ids})] if ids else []
+
+
+def unchanged(intent: Intent, doc: dict, row: Row | None) -> bool:
+    """True when storing ``intent`` (``doc``: its ``to_json()``) would not change ``row``
+    (its stored row, if any): pending, with no hold reason, the same profile and the same
+    intent. Pure."""
+    return (row is not None and row.status == "pending" and row.reason is None
+            and row.profile_id == intent.profile_id and row.intent_doc == doc)
+
+
+async def upsert_intents(conn: AsyncConnection, intents: Sequence[Intent],
+                         docs: Sequence[dict] | None = None) -> None:
+    """Store planned intents (``docs``: their ``to_json()`` when the caller has them): new
+    ones as pending; a pending one already stored follows its profile (merges, renames)
+    and takes the new plan's facts (its due time, which a hold may have moved, stays);
+    one cancelled because an earlier plan no longer wanted it is pending again (the plan
+    depends on the events, not on the order they came in). One sent, held out or
+    suppressed is left as it is."""
     if intents:
+        docs = docs if docs is not None else [i.to_json() for i in intents]
         await conn.execute(_UPSERT, _dumps([
-            {"m": i.message_id, "r": i.rule, "p": i.profile_id, "i": i.to_json(),
-             "d": i.due_at.isoformat(), "e": i.expires_at.isoformat()} for i in intents]))
+            {"m": i.message_id, "r": i.rule, "p": i.profile_id, "i": doc,
+             "d": doc["dueAt"], "e": doc["expiresAt"]} for i, doc in zip(intents, docs,
+                                                                         strict=True)]))
 
 
 async def repoint(conn: AsyncConnection, old: str, new: str) -> None:
@@ -127,9 +172,14 @@ async def decide(conn: AsyncConnection, decisions: Sequence[dict]) -> None:
     for a hold), ``sent``, ``ch`` (channel) and ``msg`` (the message document). A row
     another round decided meanwhile is left as it is."""
     if decisions:
-        await conn.execute(_DECIDE, _dumps([
-            {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in d.items()}
-            for d in decisions]))
+        # orjson writes aware datetimes as RFC 3339, which PostgreSQL reads.
+        await conn.execute(_DECIDE, _dumps(list(decisions)))
+
+
+def message_fragment(encoded: bytes) -> orjson.Fragment:
+    """A message document already serialized (the bytes produced to Kafka), to pass as
+    a decision's ``msg`` so that it is not serialized a second time."""
+    return orjson.Fragment(encoded)
 
 
 async def mark_converted(conn: AsyncConnection, message_ids: Sequence[str],
@@ -140,20 +190,15 @@ async def mark_converted(conn: AsyncConnection, message_ids: Sequence[str],
 
 
 async def claim_due(conn: AsyncConnection, now: datetime, limit: int) -> list[Row]:
-    """The people of the first ``limit`` pending rows due at ``now`` that no other
-    transaction is deciding about (a per-person advisory lock, taken without waiting),
-    with every one of their due rows, locked, in the order they fall due. Each person's
-    messages are therefore decided by one transaction at a time and always in due order,
-    however many workers share the loop: frequency caps and re-eligibility count what
-    was decided before, as the reference does."""
-    candidates = [str(r[0]) for r in await conn.execute(_DUE_PEOPLE, {"now": now, "n": limit})]
-    people = sorted(dict.fromkeys(candidates))
-    if not people:
-        return []
-    mine = [str(r[0]) for r in await conn.execute(_TRY_LOCK_PEOPLE, {"p": people})]
-    if not mine:
-        return []
-    return [_row(r) for r in await conn.execute(_DUE_OF, {"p": mine, "now": now})]
+    """Up to ``limit`` people with rows due at ``now`` that no other transaction is
+    deciding about (a per-person advisory lock, taken without waiting), those whose rows
+    fall due first (among the first ``WINDOW * limit`` due rows), with every one of their
+    due rows, locked, in the order they fall due. Each person's messages are therefore
+    decided by one transaction at a time and always in due order, however many workers
+    share the loop: frequency caps and re-eligibility count what was decided before, as
+    the reference does. One round trip."""
+    return [_row(r) for r in await conn.execute(
+        _CLAIM_DUE, {"now": now, "n": limit, "window": WINDOW * limit})]
 
 
 async def history(conn: AsyncConnection, profile_ids: Iterable[str],

@@ -132,3 +132,33 @@ async def test_a_late_cancellation_never_overwrites_a_sent_message(settings):
                                        "msg": None}])
         (after,) = await rows(rig)
         assert after.status == "sent" and after.sent_at == row.sent_at
+
+
+async def test_two_claims_at_once_take_different_people_and_lock_only_those(settings):
+    from sqlalchemy import text
+
+    clock = Clock()
+    async with Rig(settings, rules(WELCOME), clock) as rig:
+        await rig.fold(*(page(f"m{i}", f"anon-{i}", i) for i in range(6)))
+        while await rig.stage.plan_once():
+            pass
+        clock.advance(minutes=1)
+        async with rig.engine.connect() as a, rig.engine.connect() as b:
+            await a.begin()
+            await b.begin()
+            for conn in (a, b):
+                await rig.stage._begin(conn)
+            first = await store.claim_due(a, clock.now, 2)
+            second = await store.claim_due(b, clock.now, 2)
+            # The second worker takes the next people instead of coming back empty.
+            assert len({r.profile_id for r in first}) == 2
+            assert len({r.profile_id for r in second}) == 2
+            assert not {r.profile_id for r in first} & {r.profile_id for r in second}
+            # The earliest due first, and only the people taken are locked.
+            assert [r.due_at for r in first] <= [r.due_at for r in second]
+            held = (await a.execute(text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND pid = pg_backend_pid()"))).scalar_one()
+            assert held == 2
+            await a.rollback()
+            await b.rollback()

@@ -132,3 +132,23 @@ def test_next_hour_at_is_the_first_matching_local_hour(minutes, hour, name):
     while probe + timedelta(minutes=30) < found:  # no earlier moment has that hour
         probe += timedelta(minutes=30)
         assert probe.astimezone(tz).hour != hour or probe >= found
+
+
+@given(rule=st.text(), scope=st.text(), ids=st.lists(st.text(), max_size=4))
+def test_message_ids_are_the_standard_uuid5_of_rule_scope_and_sorted_events(rule, scope, ids):
+    import uuid
+
+    from streams.triggers.models import MESSAGE_NAMESPACE, message_id_for
+
+    name = "\x1f".join((rule, scope, *sorted(set(ids))))
+    assert message_id_for(rule, scope, ids) == str(uuid.uuid5(MESSAGE_NAMESPACE, name))
+
+
+# Hypothesis takes naive bounds and adds the zones itself.
+@given(ts=st.datetimes(min_value=datetime(1000, 1, 1), timezones=st.timezones()))  # noqa: DTZ001
+def test_iso_is_utc_with_microseconds_and_a_z(ts):
+    from streams.triggers.models import iso
+
+    assert iso(ts) == ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    with pytest.raises(ValueError):
+        iso(ts.replace(tzinfo=None))

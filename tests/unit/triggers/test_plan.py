@@ -209,3 +209,18 @@ def test_every_planned_intent_is_still_wanted(events):
         assert cancel_reason(intent, p, RULES) is None
         assert intent.due_at >= intent.trigger_time
         assert intent.expires_at > intent.due_at
+
+
+@PROPS
+@given(event_logs(), st.integers(0, 2**32))
+def test_still_planned_says_whether_the_plan_of_all_events_keeps_an_earlier_intent(events, seed):
+    from streams.triggers.logic import still_planned
+
+    # Intents planned from a part of the log, asked of the whole (the emit loop's
+    # question): the answer is plan_rule's own.
+    part = random.Random(seed).sample(events, k=len(events) // 2)
+    whole = person(events)
+    for rule in RULES.enabled():
+        now = {i.message_id for i in plan_rule(whole, rule)}
+        for intent in plan_rule(person(part), rule) + plan_rule(whole, rule):
+            assert still_planned(intent, whole, rule) == (intent.message_id in now)

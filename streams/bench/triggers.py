@@ -30,7 +30,7 @@ from streams.bench.pipeline import (
     console,
     drop_bench,
     end_total,
-    make_events,
+    iter_events,
     produce,
     run_until_caught_up,
 )
@@ -111,7 +111,7 @@ async def end_to_end(settings: Settings, engine, people: int, per_profile: int,
     # 10 ms apart, ending a minute ago: every welcome (5 s delay, 1 day expiry) is due.
     start = time.time() - total * 0.01 - 60
     say(f"producing {total:,} events for {people:,} people...")
-    await produce(settings, make_events(people, total, start=start, timezone=zone))
+    await produce(settings, iter_events(people, total, start=start, timezone=zone))
     ends = await end_total(settings)
     tag = settings.profiles_schema.removeprefix("bench_")
     argv = [sys.executable, "-m", "streams", "worker"]

@@ -134,3 +134,5 @@ def print_token_use(settings: Settings, local: LocalSecrets | None, *, show: boo
     token = local.api_token.get_secret_value() if show else (
         f"$(python3 -c 'import json; print(json.load(open(\"{local.path}\"))[\"api_token\"])')")
     click.echo(f"  curl -H \"Authorization: Bearer {token}\" {example}")
+    if show:
+        click.echo(f"  person page: {base}/people?token={token}")

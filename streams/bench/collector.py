@@ -221,7 +221,7 @@ async def run_bench(
     from streams.ingest.models import RoutedEvent
     from streams.topics import ensure_topics
 
-    write_key = next((k for k, src in settings.write_keys.items() if src == "web"), None)
+    write_key = next((k for k, src in settings.collector.write_keys.items() if src == "web"), None)
     if write_key is None:
         raise RuntimeError("STREAMS_WRITE_KEYS has no key bound to source web")
     run = uuid.uuid4().hex[:8]

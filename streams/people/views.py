@@ -111,10 +111,20 @@ def register(app: web.Application, settings: Settings,
     app.cleanup_ctx.append(stores)
     page = resources.files("streams.people").joinpath("static/people.html").read_bytes()
 
-    async def shell(_request: web.Request) -> web.Response:
-        return web.Response(body=page, content_type="text/html", charset="utf-8",
-                            headers={"Content-Security-Policy": _CSP, "X-Frame-Options": "DENY",
-                                     "Referrer-Policy": "no-referrer"})
+    async def shell(request: web.Request) -> web.Response:
+        # The page itself holds no data, but answers 401 without a read token (header or
+        # ?token=, which its script moves to the tab's sessionStorage): the same page,
+        # whose token panel asks for one.
+        headers = {"Content-Security-Policy": _CSP, "X-Frame-Options": "DENY",
+                   "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
+        status = 200
+        try:
+            authorize(request, "read", query_token=True)
+        except (web.HTTPUnauthorized, web.HTTPForbidden):
+            status = 401
+            headers["WWW-Authenticate"] = 'Bearer realm="streams-people"'
+        return web.Response(body=page, status=status, content_type="text/html",
+                            charset="utf-8", headers=headers)
 
     async def search(request: web.Request) -> web.Response:
         try:

@@ -56,11 +56,11 @@ def compare(live: dict[str, dict], rebuilt: dict[str, dict], report: RebuildRepo
 
 
 async def rebuild(settings: Settings, progress: Callable[[int, int], None] | None = None,
-                  batch: int = 1000) -> RebuildReport:
+                  batch: int = 1000, keep: bool = False) -> RebuildReport:
     """Read every event topic from its start to its current end, fold into a new schema
     ``rebuild_<utc time>`` (forgotten identifiers copied over first, so forgotten people
-    stay forgotten), compare with the live profiles, and drop the schema. Blocks for the
-    whole read."""
+    stay forgotten), compare with the live profiles, and drop the schema (``keep``: leave
+    it, for a test that inspects it and drops it itself). Blocks for the whole read."""
     # Microseconds and a random tail: two rebuilds started in one second get two schemas.
     schema = ("rebuild_" + datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")
               + secrets.token_hex(2))
@@ -119,7 +119,7 @@ async def rebuild(settings: Settings, progress: Callable[[int, int], None] | Non
         return report
     finally:
         try:
-            if created:
+            if created and not keep:
                 await drop_schema(engine, schema)
         finally:
             await engine.dispose()

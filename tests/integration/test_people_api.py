@@ -62,9 +62,15 @@ async def test_timeline_of_3000_events_is_paged_off_the_index(make_settings, mon
         assert (await client.get(f"/people/{pid}/timeline.json")).status == 401
         assert (await client.delete(f"/people/{pid}", headers=read)).status == 403
         assert (await client.delete(f"/people/{pid}")).status == 401
-        # The shell holds no data and is public.
+        # The page answers 401 without a read token (its body, which holds no data, asks
+        # for one), and 200 with it, in the header or as ?token= (then moved to the tab).
         shell = await client.get("/people")
-        assert shell.status == 200 and "big" not in await shell.text()
+        assert shell.status == 401 and "big" not in await shell.text()
+        assert shell.headers["WWW-Authenticate"].startswith("Bearer")
+        assert 'id="token-panel"' in await shell.text()
+        assert (await client.get("/people", headers={"Authorization": "Bearer nope"})).status == 401
+        assert (await client.get("/people", headers=read)).status == 200
+        assert (await client.get("/people", params={"token": READ})).status == 200
 
         resp = await client.get("/people/search", params={"q": "anonymous_id:big-anon"},
                                 headers=read)

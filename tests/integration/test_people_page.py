@@ -106,7 +106,8 @@ async def test_person_page_end_to_end(make_settings, spawn_worker, monkeypatch):
 
                 # The data needs a token; the shell asks for one.
                 assert (await page.request.get(f"{base}/people/{survivor}.json")).status == 401
-                await page.goto(f"{base}/people")
+                shell = await page.goto(f"{base}/people")
+                assert shell is not None and shell.status == 401  # the page too, without one
                 await page.locator("#token-panel").wait_for(state="visible")
                 await page.fill("#token", READ)
                 await page.click("#token-form button")
@@ -202,7 +203,10 @@ async def test_person_page_end_to_end(make_settings, spawn_worker, monkeypatch):
                 gone = await page.request.get(f"{base}/people/{survivor}.json",
                                               headers={"Authorization": f"Bearer {READ}"})
                 assert gone.status == 404
-                assert not errors, errors
+                # Expected: the 401 of each load of the page's address without ?token= (the
+                # token is in the tab, not in the request); the data shown above proves
+                # that the page's own calls carried it.
+                assert not [e for e in errors if "status of 401" not in e], errors
             finally:
                 await browser.close()
     finally:

@@ -333,7 +333,7 @@ async def test_rebuild_equals_the_reference(make_settings, spawn_worker, logs):
     try:
         await run_log(s, logs, limit_s=120)
         await assert_stored_equal_the_reference(s, logs)
-        report = await rebuild(s, batch=9)
+        report = await rebuild(s, batch=9, keep=True)
         assert report.identical, report
         await assert_state_equals_reference(engine, report.schema, logs, s.identity)
     finally:

@@ -81,7 +81,7 @@ async def test_the_same_message_id_twice_counts_once_every_way(make_settings, sp
         await wait_until(lambda: group_caught_up(s), limit_s=120, what="worker caught up")
         records = await event_records(s)
         assert len(records) == len(filler) + 2 + 2 + 2 + 2 + 5
-        stored = await assert_stored_equal_the_reference(s, records)
+        stored = await assert_stored_equal_the_reference(s, [orjson.loads(v) for v in records])
         ids = {orjson.loads(v)["messageId"] for v in records}
         assert sum(p["counts"]["total"] for p in stored.values()) == len(ids)
         (dup,) = [p for p in stored.values()

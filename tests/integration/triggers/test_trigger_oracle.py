@@ -88,7 +88,7 @@ def test_the_reference_is_not_vacuous():
     found: set[str] = set()
 
     @seed(20261202)  # a fixed draw: the same logs every run
-    @settings(max_examples=40, deadline=None, phases=[Phase.generate], database=None)
+    @settings(max_examples=100, deadline=None, phases=[Phase.generate], database=None)
     @given(logs=event_logs(min_size=15, max_size=40))
     def draw(logs):
         sent = expected_messages(logs, rules, TEST_RULES, PLANNED, NOW)

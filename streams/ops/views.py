@@ -10,7 +10,6 @@ served without it.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hmac
 import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from streams.ops.metrics import exposition
 from streams.ops.sampler import LagSampler, open_sampler
 from streams.settings import Settings
+from streams.static_files import static_handler
 
 OPS_SAMPLER = web.AppKey("ops_sampler", LagSampler)
 
@@ -135,23 +135,7 @@ def register(app: web.Application, settings: Settings, sampler: LagSampler | Non
         body = exposition(lambda: sampler_.report)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    cache: dict[str, tuple[bytes, bytes, str]] = {}
-
-    async def static(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        if name not in _STATIC:
-            raise web.HTTPNotFound(text="no such file")
-        if name not in cache:
-            package, path, content_type = _STATIC[name]
-            raw = resources.files(package).joinpath(path).read_bytes()
-            cache[name] = (raw, gzip.compress(raw, 6), content_type)
-        raw, packed, content_type = cache[name]
-        headers = {"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff",
-                   "Vary": "Accept-Encoding"}
-        if "gzip" in request.headers.get("Accept-Encoding", ""):
-            headers["Content-Encoding"] = "gzip"
-            return web.Response(body=packed, content_type=content_type, headers=headers)
-        return web.Response(body=raw, content_type=content_type, headers=headers)
+    static = static_handler(_STATIC)
 
     app.router.add_get("/ops", _protected(token, dashboard))
     app.router.add_get("/ops/", _protected(token, dashboard))

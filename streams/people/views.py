@@ -16,7 +16,6 @@ the read token once, keeps it in the tab's sessionStorage and sends it as a head
 
 from __future__ import annotations
 
-import gzip
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -32,6 +31,7 @@ from streams.people.models import TIMELINE_PAGE, TIMELINE_PAGE_MAX, Lookup
 from streams.people.store import PeopleStore
 from streams.profiles.store import ProfileStore
 from streams.settings import Settings
+from streams.static_files import static_handler
 
 PEOPLE_STORE = web.AppKey("people_store", PeopleStore)
 PEOPLE_FORGET = web.AppKey("people_forget", ProfileStore)
@@ -174,23 +174,7 @@ def register(app: web.Application, settings: Settings,
             return _error(404, "profile_id", f"no person {pid}")
         return _json({"forgotten": removed})
 
-    cache: dict[str, tuple[bytes, bytes, str]] = {}
-
-    async def static(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        if name not in _STATIC:
-            raise web.HTTPNotFound(text="no such file")
-        if name not in cache:
-            package, path, content_type = _STATIC[name]
-            raw = resources.files(package).joinpath(path).read_bytes()
-            cache[name] = (raw, gzip.compress(raw, 6), content_type)
-        raw, packed, content_type = cache[name]
-        headers = {"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff",
-                   "Vary": "Accept-Encoding"}
-        if "gzip" in request.headers.get("Accept-Encoding", ""):
-            headers["Content-Encoding"] = "gzip"
-            return web.Response(body=packed, content_type=content_type, headers=headers)
-        return web.Response(body=raw, content_type=content_type, headers=headers)
+    static = static_handler(_STATIC)
 
     read, forget_scope = _require_read, _require_forget
     app.router.add_get("/people", shell)

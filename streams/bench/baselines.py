@@ -151,4 +151,4 @@ async def bulk_upsert(engine, schema: str, template: dict, count: int, batch: in
 
 def _cast(column: str) -> str:
     return {"profile_id": "uuid", "component_id": "bigint",
-            "updated_at": "timestamptz"}.get(column, "jsonb")
+            "updated_at": "timestamptz", "document": "bytea"}.get(column, "jsonb")

@@ -388,7 +388,7 @@ class Harness:
             return
         async with engine.connect() as conn:
             row = (await conn.execute(text(
-                f'SELECT profile_id, component_id, identity, provided, behaviour '
+                f'SELECT profile_id, component_id, document '
                 f'FROM "{schema}".profiles LIMIT 1'))).mappings().first()
         if row is None:
             return

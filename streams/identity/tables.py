@@ -41,7 +41,8 @@ identifier_to_profile = Table(
     Column("identifier", Text, primary_key=True),
     Column("profile_id", UUID(as_uuid=False)),
     Column("component_id", BigInteger, nullable=False),
-    Index("identifier_to_profile_profile", "profile_id"),
+    # No index on profile_id: nothing looks identifiers up by profile (a profile's
+    # document lists its identifiers).
     Index("identifier_to_profile_component", "component_id"),
 )
 profile_merges = Table(

@@ -29,37 +29,42 @@ from streams.people.models import (
     PersonRows,
 )
 from streams.profiles import tables as profile_tables
+from streams.profiles.codec import event_doc
+from streams.profiles.models import iso
 from streams.profiles.store import row_to_profile
 from streams.triggers.tables import scheduled_messages
 
 P = SqlNames(profile_tables.profiles)
 E = SqlNames(profile_tables.profile_events)
 S = SqlNames(scheduled_messages)
-_T = f"({E.event} ->> 't')"  # the event time, as the index holds it
 
-_PROFILE = text(f"SELECT {P.profile_id}, {P.identity}, {P.provided}, {P.behaviour} "
+_PROFILE = text(f"SELECT {P.profile_id}, {P.document} "
                 f"FROM {P} WHERE {P.profile_id} = CAST(:p AS uuid)")
+_EVENT = f"{E.message_id}, {E.event_time}, {E.event}"
 # Newest first, strictly before the cursor: a row comparison the index answers in order.
-_PAGE = text(f"SELECT {E.event} FROM {E} WHERE {E.profile_id} = CAST(:p AS uuid) "
-             f"ORDER BY {_T} DESC, {E.message_id} DESC LIMIT :n")
+_PAGE = text(f"SELECT {_EVENT} FROM {E} WHERE {E.profile_id} = CAST(:p AS uuid) "
+             f"ORDER BY {E.event_time} DESC, {E.message_id} DESC LIMIT :n")
 _PAGE_BEFORE = text(
-    f"SELECT {E.event} FROM {E} WHERE {E.profile_id} = CAST(:p AS uuid) "
-    f"AND ({_T}, {E.message_id}) < (CAST(:t AS text), CAST(:m AS text)) "
-    f"ORDER BY {_T} DESC, {E.message_id} DESC LIMIT :n")
-# The earliest event of the person carrying each identifier (blocked ones included: the
-# stored event keeps every identifier it came with), among its first :cap events.
-_FIRST_SEEN = text(
-    f"WITH ev AS (SELECT {E.message_id} AS m, {E.event} AS e FROM {E} "
-    f"WHERE {E.profile_id} = CAST(:p AS uuid) ORDER BY {_T}, {E.message_id} LIMIT :cap) "
-    "SELECT DISTINCT ON (ident) ident, m, e ->> 't', e ->> 'y', e ->> 'e', e ->> 's', "
-    "e ->> 'c', e -> 'i', (SELECT count(*) FROM ev) "
-    "FROM ev, jsonb_array_elements_text(e -> 'i') AS ident ORDER BY ident, e ->> 't', m")
+    f"SELECT {_EVENT} FROM {E} WHERE {E.profile_id} = CAST(:p AS uuid) "
+    f"AND ({E.event_time}, {E.message_id}) < (CAST(:t AS timestamptz), CAST(:m AS text)) "
+    f"ORDER BY {E.event_time} DESC, {E.message_id} DESC LIMIT :n")
+# The person's first :cap events in canonical order, for the identity graph (each
+# identifier's earliest event is found in Python: the events are stored compact).
+_FIRST_EVENTS = text(
+    f"SELECT {_EVENT} FROM {E} WHERE {E.profile_id} = CAST(:p AS uuid) "
+    f"ORDER BY {E.event_time}, {E.message_id} LIMIT :cap")
 _SCHEDULE_EXISTS = text(f"SELECT to_regclass('{S}') IS NOT NULL")
 _MESSAGES = text(
     f"SELECT {S.message_id}, {S.rule}, {S.status}, {S.reason}, {S.channel}, {S.due_at}, "
     f"{S.expires_at}, {S.scheduled_at}, {S.decided_at}, {S.sent_at}, {S.intent}, "
     f"{S.message} FROM {S} WHERE {S.profile_id} = CAST(:p AS uuid) "
     f"ORDER BY {S.due_at} DESC, {S.message_id} DESC LIMIT :n")
+
+
+def _time_param(t: str) -> str:
+    """A cursor's canonical event time as PostgreSQL reads it (years under 1000 padded,
+    as the store writes them)."""
+    return t if len(t) >= 27 else t.rjust(27, "0")
 
 
 class PeopleStore:
@@ -108,7 +113,7 @@ class PeopleStore:
             row = (await conn.execute(_PROFILE, {"p": profile_id})).first()
             if row is None:
                 return None
-            profile = row_to_profile(*row)
+            profile = row_to_profile(row[0], row[1])
             merges = await identity_store.merges_of(conn, profile_id)
             seen, scanned = await self._first_seen(conn, profile_id)
             events = await self._page(conn, profile_id, None, page + 1)
@@ -133,16 +138,24 @@ class PeopleStore:
             rows = await conn.execute(_PAGE, {"p": profile_id, "n": n})
         else:
             rows = await conn.execute(_PAGE_BEFORE, {"p": profile_id, "n": n,
-                                                     "t": before.time, "m": before.message_id})
-        return [r[0] for r in rows]
+                                                     "t": _time_param(before.time),
+                                                     "m": before.message_id})
+        return [event_doc(m, iso(t), data) for m, t, data in rows]
 
     async def _first_seen(self, conn: AsyncConnection,
                           profile_id: str) -> tuple[list[FirstSeen], int]:
-        rows = (await conn.execute(_FIRST_SEEN, {"p": profile_id, "cap": GRAPH_SCAN})).all()
-        seen = [FirstSeen(identifier=r[0], message_id=r[1], time=r[2], type=r[3], event=r[4],
-                          source=r[5] or "unknown", channel=r[6], identifiers=tuple(r[7]))
-                for r in rows]
-        return seen, (rows[0][8] if rows else 0)
+        rows = (await conn.execute(_FIRST_EVENTS, {"p": profile_id, "cap": GRAPH_SCAN})).all()
+        seen: dict[str, FirstSeen] = {}
+        for message_id, time, data in rows:  # canonical order: the first one wins
+            doc = event_doc(message_id, iso(time), data)
+            identifiers = tuple(doc["i"])
+            for identifier in identifiers:
+                if identifier not in seen:
+                    seen[identifier] = FirstSeen(
+                        identifier=identifier, message_id=message_id, time=doc["t"],
+                        type=doc["y"], event=doc.get("e"), source=doc.get("s") or "unknown",
+                        channel=doc.get("c"), identifiers=identifiers)
+        return [seen[i] for i in sorted(seen)], len(rows)
 
     async def _messages(self, conn: AsyncConnection, profile_id: str) -> list[MessageRow]:
         rows = await conn.execute(_MESSAGES, {"p": profile_id, "n": MESSAGES_SHOWN})
@@ -157,6 +170,7 @@ class PeopleStore:
         async with self.engine.connect() as conn, conn.begin():
             await self._begin(conn)
             statement = text(f"EXPLAIN (ANALYZE, FORMAT JSON) {_PAGE_BEFORE.text}")
-            plan = await conn.scalar(statement, {"p": profile_id, "n": n, "t": before.time,
+            plan = await conn.scalar(statement, {"p": profile_id, "n": n,
+                                                 "t": _time_param(before.time),
                                                  "m": before.message_id})
             return plan[0]["Plan"]

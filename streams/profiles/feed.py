@@ -11,17 +11,17 @@ path the caller has set to the profiles' schema; they block on the database.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
-import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from streams.db import SqlNames
 from streams.identity import store as identity_store
 from streams.profiles import tables
-from streams.profiles.writes import _BEHAVIOUR_KEYS, _IDENTITY_KEYS, _PROVIDED_KEYS
+from streams.profiles.codec import event_doc, unpack
+from streams.profiles.logic import new_profile
+from streams.profiles.models import iso
 
 C = SqlNames(tables.profile_changes)
 P = SqlNames(tables.profiles)
@@ -31,30 +31,12 @@ _CLAIM = text(
     f"DELETE FROM {C} WHERE {C.profile_id} IN (SELECT {C.profile_id} FROM {C} "
     f"ORDER BY {C.changed_at}, {C.profile_id} LIMIT :n FOR UPDATE SKIP LOCKED) "
     f"RETURNING {C.profile_id}")
-# Which column of ``profiles`` holds each top-level key of the document.
-_COLUMN_OF = {**dict.fromkeys(_IDENTITY_KEYS, P.identity),
-              **dict.fromkeys(_PROVIDED_KEYS, P.provided),
-              **dict.fromkeys(_BEHAVIOUR_KEYS, P.behaviour)}
-
-
-def _snapshots_sql(keys: tuple[str, ...] | None):
-    """One statement for a batch: one JSON text, [[id, document, [event, ...]], ...].
-    One value for the whole batch (decoded by orjson in one call) instead of a row per
-    profile and per event, and only the document keys asked for: reading people was
-    the emit loop's largest cost."""
-    if keys is None:
-        doc = f"p.{P.identity} || p.{P.provided} || p.{P.behaviour}"
-    else:
-        doc = "jsonb_build_object(" + ", ".join(
-            f"'{k}', p.{_COLUMN_OF[k]} -> '{k}'" for k in keys) + ")"
-    return text(
-        f"SELECT coalesce(json_agg(json_build_array(p.{P.profile_id}, {doc}, (SELECT "
-        f"coalesce(json_agg(e.{E.event}), '[]'::json) FROM {E} e "
-        f"WHERE e.{E.profile_id} = p.{P.profile_id}))), '[]'::json)::text FROM {P} p "
-        f"WHERE p.{P.profile_id} = ANY(CAST(:p AS uuid[]))")
-
-
-_FULL = _snapshots_sql(None)
+# Two statements for a batch of people, whatever its size: their documents, then their
+# events (compact forms, decoded here: ``streams.profiles.codec``).
+_DOCUMENTS = text(f"SELECT {P.profile_id}, {P.document} FROM {P} "
+                  f"WHERE {P.profile_id} = ANY(CAST(:p AS uuid[]))")
+_EVENTS = text(f"SELECT {E.profile_id}, {E.message_id}, {E.event_time}, {E.event} FROM {E} "
+               f"WHERE {E.profile_id} = ANY(CAST(:p AS uuid[]))")
 _PENDING = text(f"SELECT count(*) FROM {C}")
 
 
@@ -87,20 +69,28 @@ async def snapshots(conn: AsyncConnection, profile_ids: list[str],
     (merged away, replaced, forgotten) are absent. With ``keys``, the document has only
     those top-level keys (and ``id``); a key the profile lacks is None. Raises KeyError
     for a key that is not one of the document's."""
+    if keys is not None and not _DOCUMENT_KEYS.issuperset(keys):
+        raise KeyError(f"not keys of a profile document: {sorted(set(keys) - _DOCUMENT_KEYS)}")
     if not profile_ids:
         return {}
-    statement = _FULL if keys is None else _keyed(tuple(keys))
-    rows = orjson.loads((await conn.execute(statement, {"p": profile_ids})).scalar_one())
-    out = {}
-    for pid, doc, events in rows:
-        doc["id"] = pid
-        out[pid] = ProfileSnapshot(pid, doc, tuple(events))
-    return out
+    rows = (await conn.execute(_DOCUMENTS, {"p": profile_ids})).all()
+    if not rows:
+        return {}
+    documents = {}
+    for pid, data in rows:
+        doc = unpack(data)
+        if keys is not None:
+            doc = {k: doc.get(k) for k in keys}
+        doc["id"] = str(pid)
+        documents[str(pid)] = doc
+    events: dict[str, list[dict]] = {pid: [] for pid in documents}
+    for pid, message_id, time, data in await conn.execute(_EVENTS, {"p": list(documents)}):
+        events[str(pid)].append(event_doc(message_id, iso(time), data))
+    return {pid: ProfileSnapshot(pid, doc, tuple(events[pid])) for pid, doc in documents.items()}
 
 
-@functools.cache
-def _keyed(keys: tuple[str, ...]):
-    return _snapshots_sql(keys)
+# The document's top-level keys (``logic.new_profile``), for ``snapshots(keys=...)``.
+_DOCUMENT_KEYS = frozenset(new_profile("", ("", ""))) - {"id"}
 
 
 async def where_is(conn: AsyncConnection, profile_id: str) -> str | None:

@@ -30,8 +30,9 @@ from streams.identity.store import bigint_array, json_list, text_array
 from streams.identity.tables import component_id_seq
 from streams.pipeline.policy import RetryPolicy
 from streams.profiles import tables, writes
+from streams.profiles.codec import unpack_event, unpack_profile
 from streams.profiles.logic import Graph, canonical, needs_replay, replay
-from streams.profiles.models import FoldEvent
+from streams.profiles.models import FoldEvent, iso
 from streams.profiles.writes import BatchWrites, GroupPlan, collect, group_events, profile_to_row
 
 __all__ = [
@@ -52,7 +53,7 @@ skipped_events = tables.skipped_events
 # writes are in streams.profiles.writes). No schema: ``_begin`` sets the search path.
 C, P, E, K = writes.COMPONENTS, writes.PROFILES, writes.EVENTS, writes.SKIPPED
 I, M, S = identity_store.IDS, identity_store.MERGES, identity_store.SURVIVORS  # noqa: E741
-_PROFILE_COLUMNS = f"{P.profile_id}, {P.identity}, {P.provided}, {P.behaviour}"
+_PROFILE_COLUMNS = f"{P.profile_id}, {P.document}"
 _INSERT_SKIPPED = text(
     f"INSERT INTO {K} ({K.message_id}, {K.reason}) SELECT * FROM "
     "unnest(CAST(:m AS text[]), CAST(:r AS text[])) ON CONFLICT DO NOTHING")
@@ -66,7 +67,7 @@ _MAX_KEYS = text(
     f"SELECT {C.component_id}, {C.max_time}, {C.max_message_id} FROM {C} "
     f"WHERE {C.component_id} = ANY({bigint_array('c')})")
 _EVENTS_OF_PROFILES = text(
-    f"SELECT {E.message_id}, {E.profile_id}, {E.event} FROM {E} "
+    f"SELECT {E.message_id}, {E.profile_id}, {E.event_time}, {E.event} FROM {E} "
     f"WHERE {E.profile_id} = ANY(CAST(:p AS uuid[]))")
 _NEW_COMPONENT_IDS = text(
     f"SELECT nextval('{component_id_seq.name}') FROM generate_series(1, :n)")
@@ -96,11 +97,9 @@ _DROP_COMPONENTS = (
 del C, P, E, K, I, M, S
 
 
-def row_to_profile(profile_id: object, identity: dict, provided: dict,
-                   behaviour: dict) -> dict:
-    """The inverse of ``profile_to_row``. Rows written before group calls existed have
-    no ``groups``: an empty one (no migration needed: it lives in ``provided``)."""
-    return {"id": str(profile_id), **identity, "groups": {}, **provided, **behaviour}
+def row_to_profile(profile_id: object, document: bytes) -> dict:
+    """The profile document of a ``profiles`` row (profile id, document)."""
+    return unpack_profile(profile_id, document)
 
 
 def _utcnow() -> datetime:
@@ -211,7 +210,7 @@ class ProfileStore:
     async def _load_profiles(self, conn: AsyncConnection, component_ids: list[int]
                              ) -> dict[str, dict]:
         rows = await conn.execute(_PROFILES_OF_COMPONENTS, {"c": json_list(component_ids)})
-        return {str(r[0]): {**row_to_profile(*r[:4]), "_component": r[4]} for r in rows}
+        return {str(r[0]): {**row_to_profile(r[0], r[1]), "_component": r[2]} for r in rows}
 
     async def _write_groups(self, conn: AsyncConnection,
                             groups: list[tuple[list[int], list[FoldEvent], bool]],
@@ -244,8 +243,9 @@ class ProfileStore:
         stored: dict[str, list[tuple[str, FoldEvent]]] = {}
         if replay_pids:
             rows = await conn.execute(_EVENTS_OF_PROFILES, {"p": replay_pids})
-            for message_id, pid, doc in rows:
-                stored.setdefault(str(pid), []).append((message_id, FoldEvent.from_json(doc)))
+            for message_id, pid, time, data in rows:
+                stored.setdefault(str(pid), []).append(
+                    (message_id, unpack_event(message_id, iso(time), data)))
             forgotten = await identity_store.forgotten_among(
                 conn, {i for evs in stored.values() for _, e in evs for i in e.identifiers},
                 self.forget_key)

@@ -9,6 +9,7 @@ transaction sets the search path to the configured one.
 
 from __future__ import annotations
 
+from binascii import b2a_base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from streams.db import SqlNames
 from streams.identity.store import IDS, MERGES, SURVIVORS
 from streams.identity.tables import components
 from streams.profiles import tables
+from streams.profiles.codec import pack_event, pack_profile
 from streams.profiles.logic import Graph
 from streams.profiles.models import FoldEvent, profile_id_for
 
@@ -30,19 +32,25 @@ EVENTS = SqlNames(tables.profile_events)
 SKIPPED = SqlNames(tables.skipped_events)
 CHANGES = SqlNames(tables.profile_changes)
 
-_IDENTITY_KEYS = ("created", "identifiers", "merges", "notes")
-_PROVIDED_KEYS = ("traits", "preferences", "consent", "timezone", "groups")
-_BEHAVIOUR_KEYS = ("counts", "seen", "affinity", "recent", "hours", "devices")
 
 
 def profile_to_row(doc: dict, component_id: int) -> dict[str, Any]:
-    """A profile document as the columns of ``profiles``."""
-    return {
-        "profile_id": doc["id"], "component_id": component_id,
-        "identity": {k: doc[k] for k in _IDENTITY_KEYS},
-        "provided": {k: doc[k] for k in _PROVIDED_KEYS},
-        "behaviour": {k: doc[k] for k in _BEHAVIOUR_KEYS},
-    }
+    """A profile document as a row of ``profiles`` for ``_UPSERT_PROFILES`` (the compact
+    document base64-encoded: the rows travel as one JSON text)."""
+    return {"p": doc["id"], "c": component_id, "d": b64(pack_profile(doc))}
+
+
+def event_to_row(event: FoldEvent, profile_id: str | None) -> dict[str, Any]:
+    """A stored event as a row of ``profile_events`` for ``_INSERT_EVENTS``."""
+    t = event.time
+    return {"m": event.message_id, "p": profile_id,
+            "t": t if len(t) >= 27 else t.rjust(27, "0"),  # years under 1000: padded
+            "e": b64(pack_event(event))}
+
+
+def b64(data: bytes) -> str:
+    """Bytes as base64 text (PostgreSQL's ``decode(..., 'base64')`` reverses it)."""
+    return b2a_base64(data, newline=False).decode("ascii")
 
 
 @dataclass
@@ -73,13 +81,11 @@ _MOVE_TO_COMPONENT = tuple(text(
     f"UPDATE {t} t SET {t.component_id} = m.n FROM unnest(CAST(:o AS bigint[]), "
     f"CAST(:n AS bigint[])) AS m(o, n) WHERE t.{t.component_id} = m.o") for t in (I, P, M))
 _UPSERT_PROFILES = text(
-    f"INSERT INTO {P} ({P.profile_id}, {P.component_id}, {P.identity}, {P.provided}, "
-    f"{P.behaviour}) SELECT profile_id, component_id, identity, provided, behaviour FROM "
-    "jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(profile_id uuid, "
-    "component_id bigint, identity jsonb, provided jsonb, behaviour jsonb) "
+    f"INSERT INTO {P} ({P.profile_id}, {P.component_id}, {P.document}) "
+    "SELECT p, c, decode(d, 'base64') FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
+    "AS x(p uuid, c bigint, d text) "
     f"ON CONFLICT ({P.profile_id}) DO UPDATE SET {P.component_id} = EXCLUDED.{P.component_id}, "
-    f"{P.identity} = EXCLUDED.{P.identity}, {P.provided} = EXCLUDED.{P.provided}, "
-    f"{P.behaviour} = EXCLUDED.{P.behaviour}, {P.updated_at} = now()")
+    f"{P.document} = EXCLUDED.{P.document}, {P.updated_at} = now()")
 _DELETE_PROFILES = text(f"DELETE FROM {P} WHERE {P.profile_id} = ANY(CAST(:p AS uuid[]))")
 _UPSERT_IDENTIFIERS = text(
     f"INSERT INTO {I} ({I.identifier}, {I.profile_id}, {I.component_id}) "
@@ -89,9 +95,9 @@ _UPSERT_IDENTIFIERS = text(
 _DELETE_UNMENTIONED = text(
     f"DELETE FROM {I} WHERE {I.component_id} = :c AND NOT ({I.identifier} = ANY(:i))")
 _INSERT_EVENTS = text(
-    f"INSERT INTO {E} ({E.message_id}, {E.profile_id}, {E.event}) "
-    "SELECT m, p, e FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
-    "AS x(m text, p uuid, e jsonb)")
+    f"INSERT INTO {E} ({E.message_id}, {E.profile_id}, {E.event_time}, {E.event}) "
+    "SELECT m, p, CAST(t AS timestamptz), decode(e, 'base64') "
+    "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(m text, p uuid, t text, e text)")
 _MOVE_EVENTS = text(
     f"UPDATE {E} e SET {E.profile_id} = m.p FROM unnest(CAST(:m AS text[]), "
     f"CAST(:p AS uuid[])) AS m(m, p) WHERE e.{E.message_id} = m.m")
@@ -232,8 +238,8 @@ def collect(w: BatchWrites, plan: GroupPlan, graph: Graph, cid: int) -> None:
         w.replay_keep.append((cid, idents))
         if plan.cids:
             w.replayed_cids.append(cid)
-    w.events.extend({"m": e.message_id, "p": graph.final_profile_of(e.message_id),
-                     "e": e.to_json()} for e in plan.new_events)
+    w.events.extend(event_to_row(e, graph.final_profile_of(e.message_id))
+                    for e in plan.new_events)
     if plan.replaying:
         for message_id, pid in plan.old_event_profile.items():
             final = graph.final_profile_of(message_id)

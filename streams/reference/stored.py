@@ -2,7 +2,8 @@
 that a test compares every table the profile stage writes, not only the profiles.
 
 Plain SQL on the table names ``docs/profiles.md`` lists ("Tables"); the schema drift
-test keeps those names true.
+test keeps those names true. A profile's document is stored compact; it is read back
+with the store's own decoder (``streams.profiles.codec``), the one thing shared.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from streams.profiles.codec import unpack_profile
 from streams.reference.world import State
 
 _QUERIES = {
-    "profiles": "SELECT profile_id, identity, provided, behaviour FROM {s}profiles",
+    "profiles": "SELECT profile_id, document FROM {s}profiles",
     "owners": "SELECT identifier, profile_id FROM {s}identifier_to_profile",
     "merges": "SELECT survivor_id, merged_id, message_id, rule, event_time "
               "FROM {s}profile_merges",
@@ -40,8 +42,7 @@ async def stored_state(engine: AsyncEngine, schema: str | None = None) -> State:
         for name, sql in _QUERIES.items():
             rows[name] = (await conn.execute(text(sql.format(s=prefix)))).all()
     state = State()
-    state.profiles = {str(r[0]): {"id": str(r[0]), **r[1], **r[2], **r[3]}
-                      for r in rows["profiles"]}
+    state.profiles = {str(r[0]): unpack_profile(r[0], r[1]) for r in rows["profiles"]}
     state.owners = {r[0]: _str(r[1]) for r in rows["owners"]}
     state.merges = sorted((str(a), str(b), c, d, e) for a, b, c, d, e in rows["merges"])
     state.events = {r[0]: str(r[1]) for r in rows["events"]}

@@ -4,6 +4,7 @@ are unavailable (never zero), a failing query spoils no other figure."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -113,10 +114,11 @@ async def test_figures_read_the_profile_tables_in_the_configured_schema(session_
         async with engine.begin() as conn:
             await conn.execution_options(**in_schema(schema))
             await conn.execute(insert(tables.profiles), [
-                {"profile_id": str(uuid.uuid4()), "component_id": 1, "identity": {},
-                 "provided": {}, "behaviour": {}} for _ in range(7)])
+                {"profile_id": str(uuid.uuid4()), "component_id": 1, "document": b"\x01"}
+                for _ in range(7)])
             await conn.execute(insert(tables.profile_events), [
-                {"message_id": f"m{i}", "profile_id": str(uuid.uuid4()), "event": {}}
+                {"message_id": f"m{i}", "profile_id": str(uuid.uuid4()),
+                 "event_time": datetime(2026, 1, 1, tzinfo=UTC), "event": b"\x01"}
                 for i in range(5)])
             await conn.execute(insert(tables.skipped_events), [
                 {"message_id": f"s{i}", "reason": reason}

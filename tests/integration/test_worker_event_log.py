@@ -11,6 +11,8 @@ import psycopg
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from streams.profiles.codec import event_doc, unpack_profile
+from streams.profiles.models import iso
 from streams.topics import ensure_topics
 from tests.helpers import eventually
 from tests.profiles_helpers import (
@@ -77,7 +79,7 @@ async def test_view_event_lands_in_postgres_before_offset_commit(make_settings, 
 
             async def stored_row():
                 cur = await watch.execute(
-                    f'SELECT e.message_id, e.event, p.identity, p.behaviour '
+                    f'SELECT e.message_id, e.event_time, e.event, p.profile_id, p.document '
                     f'FROM "{schema}".profile_events e JOIN "{schema}".profiles p '
                     f'USING (profile_id)'
                 )
@@ -85,11 +87,13 @@ async def test_view_event_lands_in_postgres_before_offset_commit(make_settings, 
 
             rows = await eventually(stored_row, timeout=30, what="row in profile_events")
             assert len(rows) == 1
-            message_id, event, identity, behaviour = rows[0]
+            message_id, event_time, event, profile_id, document = rows[0]
             assert message_id == "msg-view-1"
-            assert event["t"] == "2026-11-01T10:00:00.000000Z"
-            assert identity["identifiers"] == ["anonymous_id:anon-42"]
-            assert behaviour["counts"]["type"] == {"page": 1}
+            assert iso(event_time) == "2026-11-01T10:00:00.000000Z"
+            assert event_doc(message_id, iso(event_time), event)["y"] == "page"
+            profile = unpack_profile(profile_id, document)
+            assert profile["identifiers"] == ["anonymous_id:anon-42"]
+            assert profile["counts"]["type"] == {"page": 1}
 
             async def offset_moved():
                 return await committed(admin, settings.consumer_group, tp) == meta.offset + 1

@@ -74,6 +74,13 @@ class IdentityRules:
                            tuple(re.compile(p, re.IGNORECASE) for p in self.blocked_patterns))
         object.__setattr__(self, "_blocked_folded",
                            frozenset(v.casefold() for v in self.blocked_values))
+        # rank() is asked for every identifier of every event: a dict, not a list search.
+        ranks: dict[str, int] = {}
+        for i, id_type in enumerate(self.priority):
+            ranks.setdefault(id_type, i)
+        object.__setattr__(self, "_ranks", ranks)
+        object.__setattr__(self, "_custom_rank",
+                           ranks[CUSTOM] if CUSTOM in ranks else len(self.priority))
 
     def limit(self, id_type: str) -> int:
         """How many identifiers of ``id_type`` one profile may hold."""
@@ -81,10 +88,7 @@ class IdentityRules:
 
     def rank(self, id_type: str) -> int:
         """Priority rank of a type: 0 is the highest."""
-        try:
-            return self.priority.index(id_type)
-        except ValueError:
-            return self.priority.index(CUSTOM) if CUSTOM in self.priority else len(self.priority)
+        return self._ranks.get(id_type, self._custom_rank)  # type: ignore[attr-defined]
 
     def is_blocked(self, value: str) -> bool:
         """True when ``value`` may never identify anyone (exact, case-insensitive, or regex)."""

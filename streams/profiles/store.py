@@ -60,12 +60,15 @@ _INSERT_SKIPPED = text(
 _KNOWN_MESSAGES = text(
     f"SELECT {E.message_id} FROM {E} WHERE {E.message_id} = ANY({text_array('m')}) "
     f"UNION ALL SELECT {K.message_id} FROM {K} WHERE {K.message_id} = ANY({text_array('m')})")
-_PROFILES_OF_COMPONENTS = text(
-    f"SELECT {_PROFILE_COLUMNS}, {P.component_id} FROM {P} "
-    f"WHERE {P.component_id} = ANY({bigint_array('c')})")
-_MAX_KEYS = text(
-    f"SELECT {C.component_id}, {C.max_time}, {C.max_message_id} FROM {C} "
-    f"WHERE {C.component_id} = ANY({bigint_array('c')})")
+_ANY_PROFILE_OF_COMPONENTS = text(
+    f"SELECT EXISTS (SELECT FROM {P} WHERE {P.component_id} = ANY({bigint_array('c')}))")
+# What a batch reads of the components it touches, in one round trip: each component's
+# latest event key (NULL for none) with each of its profiles (NULL for none).
+_COMPONENTS_AND_PROFILES = text(
+    f"SELECT k.c, c.{C.max_time}, c.{C.max_message_id}, p.{P.profile_id}, p.{P.document} "
+    f"FROM unnest({bigint_array('c')}) AS k(c) "
+    f"LEFT JOIN {C} c ON c.{C.component_id} = k.c "
+    f"LEFT JOIN {P} p ON p.{P.component_id} = k.c")
 _EVENTS_OF_PROFILES = text(
     f"SELECT {E.message_id}, {E.profile_id}, {E.event_time}, {E.event} FROM {E} "
     f"WHERE {E.profile_id} = ANY(CAST(:p AS uuid[]))")
@@ -207,10 +210,9 @@ class ProfileStore:
         rows = await conn.execute(_KNOWN_MESSAGES, {"m": json_list(message_ids)})
         return {r[0] for r in rows}
 
-    async def _load_profiles(self, conn: AsyncConnection, component_ids: list[int]
-                             ) -> dict[str, dict]:
-        rows = await conn.execute(_PROFILES_OF_COMPONENTS, {"c": json_list(component_ids)})
-        return {str(r[0]): {**row_to_profile(r[0], r[1]), "_component": r[2]} for r in rows}
+    async def _any_profile(self, conn: AsyncConnection, component_ids: list[int]) -> bool:
+        return bool(await conn.scalar(_ANY_PROFILE_OF_COMPONENTS,
+                                      {"c": json_list(component_ids)}))
 
     async def _write_groups(self, conn: AsyncConnection,
                             groups: list[tuple[list[int], list[FoldEvent], bool]],
@@ -220,14 +222,15 @@ class ProfileStore:
         if not groups:
             return 0
         all_cids = sorted({c for cids, _, _ in groups for c in cids})
-        old_profiles = await self._load_profiles(conn, all_cids) if all_cids else {}
         by_component: dict[int, dict[str, dict]] = {}
-        for pid, doc in old_profiles.items():
-            by_component.setdefault(doc.pop("_component"), {})[pid] = doc
         max_keys: dict[int, tuple[str, str]] = {}
-        if all_cids:
-            rows = await conn.execute(_MAX_KEYS, {"c": json_list(all_cids)})
-            max_keys = {r[0]: (r[1], r[2]) for r in rows}
+        if all_cids:  # none when every group is new: nothing to read
+            rows = await conn.execute(_COMPONENTS_AND_PROFILES, {"c": json_list(all_cids)})
+            for cid, max_time, max_message_id, pid, data in rows:
+                if max_time is not None:
+                    max_keys[cid] = (max_time, max_message_id)
+                if pid is not None:
+                    by_component.setdefault(cid, {})[str(pid)] = row_to_profile(pid, data)
 
         plans = []
         replay_pids: list[str] = []
@@ -366,7 +369,7 @@ class ProfileStore:
             await conn.execute(statement, {"p": pid, "i": doc["identifiers"]})
         # The rest of the component is replayed without the forgotten events, so that
         # what remains is what those events alone would have built.
-        if cids and await self._load_profiles(conn, cids):
+        if cids and await self._any_profile(conn, cids):
             await self._write_groups(conn, [(cids, [], True)])
         elif cids:
             for statement in _DROP_COMPONENTS:

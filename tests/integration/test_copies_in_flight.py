@@ -7,6 +7,9 @@ different-body copy of a leaf's event first in the log. Its first copy comes aft
 hub event (its leaf id is then new, and joins the hub's profile); the second copy comes
 before it (five leaf profiles at the hub: the fifth leaf is dropped by the merge cap and
 stays a profile of its own). Stored in the wrong order, the state is the second one.
+Both tests failed with the runner before the fix (which let the quicker batch go first)
+and reproduce CI's disagreement exactly: the first drives the runner with the real store
+in this process, the second a `streams worker` with two fold processes.
 """
 
 from __future__ import annotations
@@ -15,7 +18,12 @@ import asyncio
 import contextlib
 
 import orjson
+from sqlalchemy import text
 
+from streams.db import async_engine
+from streams.identity.store import _lock_key as lock_key
+from streams.identity.store import lock_identifiers
+from streams.infra.procs import stop_session
 from streams.pipeline.batch import process_batch
 from streams.pipeline.policy import RetryPolicy
 from streams.pipeline.runner import StageRunner
@@ -23,11 +31,16 @@ from streams.pipeline.stage import StageSpec
 from streams.pipeline.systemic import DlqLimit, SystemicFailureDetector
 from streams.profiles.stage import copies_key, make_profile_stage
 from streams.reference import expected_state
+from streams.topics import ensure_topics
 from tests.event_strategies import at
 from tests.integration.test_pipeline_oracle import RULE_SETTINGS
 from tests.profiles_helpers import (
     assert_settings_state_equals_reference,
     drop_profiles_schema,
+    drop_topics,
+    group_caught_up,
+    produce,
+    wait_until,
     with_profiles_schema,
 )
 from tests.unit.pipeline.fakes import ListSink
@@ -115,3 +128,70 @@ async def test_the_first_copy_in_the_log_wins_over_a_quicker_batch(make_settings
     finally:
         await stage.close()
         await drop_profiles_schema(s)
+
+
+def first_locked(others: list[str]) -> str:
+    """A pin identifier whose advisory lock a batch takes before those of ``others``
+    (locks are taken in ascending key order), so that holding it stops the batch before
+    it holds anything."""
+    lowest = min(lock_key(i) for i in others)
+    return next(f"pin_id:p{n}" for n in range(10_000) if lock_key(f"pin_id:p{n}") < lowest)
+
+
+async def test_a_worker_with_two_fold_processes_stores_the_first_copy_in_the_log(
+        make_settings, spawn_worker):
+    # The same case through `streams worker`: one partition, batches of 7, two fold
+    # processes. The first batch is held on the advisory lock of an identifier only it
+    # carries (its first lock), while the second, with the other copy, is free to go.
+    others = ["hub_id:e0", *(f"leaf{k}_id:e0" for k in range(5))]
+    pin = first_locked(others)
+    pinned = page("pin-0", 5)
+    pinned["context"]["externalIds"] = [{"id": pin.partition(":")[2], "type": "pin_id"}]
+    log = [pinned, *FIRST, *SECOND]
+    assert len(FIRST) + 1 == 7
+    s = await with_profiles_schema(make_settings(topic_partitions=1, batch_size=7,
+                                                 batch_seconds=1.0, fold_processes=2,
+                                                 **RULE_SETTINGS))
+    await ensure_topics(s)
+    engine = async_engine(s, pool_size=2, max_overflow=0)
+    proc = None
+    try:
+        await produce(s, log)  # all there before the worker: batches of 7, then 1
+        async with engine.connect() as holder:
+            await holder.begin()
+            await lock_identifiers(holder, [pin])
+            proc = spawn_worker(s)
+            async with engine.connect() as watch:
+
+                async def first_batch_waits():
+                    rows = await watch.execute(text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                        "'Lock' AND query LIKE '%pg_advisory_xact_lock%'"))
+                    waiting = rows.scalar_one() > 0
+                    await watch.rollback()  # a transaction keeps one snapshot of the view
+                    return waiting
+
+                await wait_until(first_batch_waits, limit_s=60, what="the first batch held")
+
+                async def second_copy_stored():
+                    rows = await watch.execute(text(
+                        f'SELECT count(*) FROM "{s.profiles_schema}".profile_events '
+                        "WHERE message_id = 'e0-l2'"))
+                    stored = rows.scalar_one() > 0
+                    await watch.rollback()
+                    return stored
+
+                # The runner before the fix stored the second batch here, within a second
+                # or two; now it waits for the first, however long that takes.
+                with contextlib.suppress(AssertionError):
+                    await wait_until(second_copy_stored, limit_s=5, what="e0-l2 stored",
+                                     interval=0.2)
+            await holder.rollback()
+        await wait_until(lambda: group_caught_up(s), limit_s=60, what="worker caught up")
+        await assert_settings_state_equals_reference(s, log, s.identity)
+    finally:
+        if proc is not None:
+            stop_session(proc)
+        await engine.dispose()
+        await drop_profiles_schema(s)
+        await drop_topics(s)

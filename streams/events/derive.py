@@ -158,3 +158,20 @@ def message_id_for_record(value: bytes) -> str:
     and is counted once (two records differing in any byte are two events)."""
     digest = hashlib.sha256(b"record:" + value).digest()
     return str(uuid.UUID(bytes=digest[:16], version=5))
+
+
+def claimed_message_id(value: bytes | None) -> str | None:
+    """The messageId a record's value claims, as the stages read it (a string or number,
+    trimmed), or None when it claims none (its id is then derived from its bytes, so only
+    an identical copy shares it) or is not a JSON object. Does not validate the record:
+    for telling which records may be copies of one event. Pure."""
+    if not value:
+        return None
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    claimed = doc.get("messageId") if isinstance(doc, dict) else None
+    if isinstance(claimed, bool) or not isinstance(claimed, str | int | float):
+        return None
+    return str(claimed).strip() or None

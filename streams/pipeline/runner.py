@@ -11,7 +11,12 @@ Pipelining: batches run in the executor (by default in fold processes beside the
 while Faust gathers the next ones; at most ``executor.in_flight`` batches are in flight.
 Batches in flight together may finish in any order: the stage locks what each batch
 touches, and Faust commits a partition's offsets only up to its first unacknowledged
-event.
+event. One exception: when a stage's result depends on which of two records is stored
+first (``StageSpec.order_key``: for profiles, two copies of one message id, of which the
+first in the log must count), a batch holding a record whose key an earlier batch in
+flight also holds starts only once that batch is stored, and is left unacknowledged if
+that batch was not. Locks alone cannot do it: they keep two such batches apart, but let
+either go first.
 
 Stopping (``streams.pipeline.shutdown``): when the worker is told to stop, ``drain`` gives
 the batches in flight ``DRAIN_GRACE`` seconds to be stored and acknowledged; batches still
@@ -31,7 +36,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -147,12 +152,23 @@ class StageRunner:
         self.hold, self.ack, self.crash, self.clock, self.raw = hold, ack, crash, clock, raw
         self.stopping: list[BaseException] = []  # set once failing: act no further
         self.pending: collections.deque[asyncio.Future] = collections.deque()
+        # The ``order_key``s of each pending batch's records (only with an order key).
+        self.keys: dict[asyncio.Future, frozenset[Hashable]] = {}
         self.draining = False  # set once the worker stops: run no further batch
 
-    async def handle(self, batch: Sequence[Any], raws: Sequence[Raw]) -> BatchResult | None:
-        """Run one batch, dead-letter what cannot be stored, then acknowledge it. On a
-        systemic failure or an unexpected error, crash instead (nothing acknowledged)."""
+    async def handle(self, batch: Sequence[Any], raws: Sequence[Raw],
+                     after: Sequence[asyncio.Future] = ()) -> BatchResult | None:
+        """Run one batch once the batches ``after`` are done, dead-letter what cannot be
+        stored, then acknowledge it. On a systemic failure or an unexpected error, crash
+        instead (nothing acknowledged); when a batch of ``after`` was not stored, leave
+        this one unacknowledged without running it (the worker is stopping)."""
         try:
+            if after:
+                await asyncio.wait(after)
+                if self.stopping or any(f.cancelled() or f.result() is None for f in after):
+                    # Stored now, a record of this batch would win over the earlier copy
+                    # that batch holds: both are read again, in order, by the next worker.
+                    return None
             result = await self.executor.run(raws)
             if self.stopping:
                 return None  # another batch failed: leave this one unacknowledged too
@@ -207,10 +223,21 @@ class StageRunner:
             head = self.pending[0]
             await asyncio.wait([head])
             if self.pending and self.pending[0] is head:  # ``drain`` may have cleared it
-                self.pending.popleft()
+                self.keys.pop(self.pending.popleft(), None)
         if self.draining:
             return
-        self.pending.append(asyncio.ensure_future(self.handle(batch, raws)))
+        keys: frozenset[Hashable] = frozenset()
+        after: list[asyncio.Future] = []
+        if self.spec.order_key is not None:
+            keys = frozenset(k for k in map(self.spec.order_key, raws) if k is not None)
+            after = [f for f in self.pending if keys & self.keys[f]]
+            if after:
+                log.debug("%s: a batch waits for %d earlier one(s) holding copies of its "
+                          "records", self.spec.label, len(after))
+        future = asyncio.ensure_future(self.handle(batch, raws, after))
+        self.pending.append(future)
+        if self.spec.order_key is not None:
+            self.keys[future] = keys
 
     async def drain(self, grace: float = DRAIN_GRACE) -> int:
         """Stop running batches: wait up to ``grace`` seconds for those in flight to be
@@ -229,6 +256,7 @@ class StageRunner:
                         "unacknowledged, they will be read again", self.spec.label,
                         len(unfinished), grace)
         self.pending.clear()
+        self.keys.clear()
         return len(unfinished)
 
     async def run(self, batches: AsyncIterable[Sequence[Any]]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -44,11 +44,16 @@ StageFactory = Callable[[Settings], Stage]
 @dataclass(frozen=True)
 class StageSpec:
     """How a stage is run: the Faust agent's name (also its consumer name in logs and
-    metrics), the topics it consumes, the factory building the stage, and how many fold
-    processes run it (0: in the worker's own event loop)."""
+    metrics), the topics it consumes, the factory building the stage, how many fold
+    processes run it (0: in the worker's own event loop), and ``order_key``: records
+    with equal keys (not None) are stored in the order they were taken, even when their
+    batches are in flight together (for a stage whose result depends on which of two
+    records comes first, as the profile stage's "the first copy of a message id wins").
+    A module-level function of one record, run in the worker itself: keep it cheap."""
 
     name: str
     label: str
     topics: tuple[str, ...]
     factory: StageFactory
     processes: int
+    order_key: Callable[[Raw], Hashable | None] | None = None

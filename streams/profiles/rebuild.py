@@ -3,6 +3,14 @@ the result with the live profiles.
 
 The rebuilt schema is dropped once compared (also when the rebuild fails): kept, it
 would hold people forgotten after it was made, out of reach of every later forget.
+
+Forgotten people. The topics still hold their events, and when each forget happened
+relative to them is not in the topics. The forgotten identifiers are copied first, and
+an event carrying one is placed as the forget left it in the live schema: one of
+another person's events stored before the forget still counts, folded without the
+forgotten identifiers; one the live schema skipped as ``forgotten`` (it came later, or
+was left with no identifier) is skipped; the forgotten person's own events, deleted with
+them, are left out. Everything else is folded from the topics alone.
 """
 
 from __future__ import annotations
@@ -14,14 +22,18 @@ from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from streams.db import async_engine, qualified
+from streams.db import async_engine, check_schema_name, qualified
 from streams.events.topics import TopicKinds
+from streams.identity.store import forgotten_among
 from streams.identity.tables import forgotten_identifiers
 from streams.pipeline.policy import RetryPolicy
 from streams.profiles.models import FoldEvent
 from streams.profiles.stage import decode
 from streams.profiles.store import ProfileStore, create_schema, drop_schema, event_partitions
+from streams.profiles.tables import profile_events, skipped_events
+from streams.profiles.writes import EVENTS, SKIPPED
 from streams.settings import Settings
 
 
@@ -53,6 +65,32 @@ def compare(live: dict[str, dict], rebuilt: dict[str, dict], report: RebuildRepo
                         if live[pid].get(k) != rebuilt[pid].get(k))
         if fields:
             report.different[pid] = fields
+
+
+async def placed_by_forgets(engine: AsyncEngine, events: list[FoldEvent], schema: str,
+                            live_schema: str | None, key: bytes | None
+                            ) -> tuple[list[FoldEvent], frozenset[str]]:
+    """``events`` without the forgotten people's own (those carrying a forgotten
+    identifier, by the digests in ``schema``, that ``live_schema`` neither counts nor
+    skipped), and the message ids among the rest that count despite carrying one (the
+    live schema counts them). Reads both schemas; blocks."""
+    async with engine.begin() as conn:
+        await conn.execute(text(f'SET LOCAL search_path TO "{check_schema_name(schema)}"'))
+        forgotten = await forgotten_among(
+            conn, {i for e in events for i in e.identifiers}, key)
+        touched = [e.message_id for e in events if forgotten.intersection(e.identifiers)]
+        if not touched:
+            return events, frozenset()
+        rows = await conn.execute(text(
+            f"SELECT {EVENTS.message_id} FROM {qualified(profile_events, live_schema)} "
+            f"WHERE {EVENTS.message_id} = ANY(:m)"), {"m": touched})
+        counted = frozenset(r[0] for r in rows)
+        rows = await conn.execute(text(
+            f"SELECT {SKIPPED.message_id} FROM {qualified(skipped_events, live_schema)} "
+            f"WHERE {SKIPPED.message_id} = ANY(:m) AND {SKIPPED.reason} = 'forgotten'"),
+            {"m": touched})
+        gone = set(touched) - counted - {r[0] for r in rows}
+    return [e for e in events if e.message_id not in gone], counted
 
 
 async def rebuild(settings: Settings, progress: Callable[[int, int], None] | None = None,
@@ -108,8 +146,11 @@ async def rebuild(settings: Settings, progress: Callable[[int, int], None] | Non
                     if await consumer.position(tp) >= ends[tp]:
                         todo.discard(tp)
                 if len(pending) >= batch or (not todo and pending):
-                    batch_events, pending = pending, []
-                    await policy.call(lambda: rebuilt_store.write_batch(batch_events))  # noqa: B023
+                    batch_events, counted = await placed_by_forgets(
+                        engine, pending, schema, live_schema, rebuilt_store.forget_key)
+                    pending = []
+                    await policy.call(
+                        lambda: rebuilt_store.write_batch(batch_events, counted))  # noqa: B023
                 if progress:
                     progress(report.records, total)
         finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from streams.events.derive import claimed_message_id
 from streams.events.models import InvalidRecord
 from streams.events.topics import TopicKinds
 from streams.events.validate import Limits, validate_record
@@ -55,6 +56,14 @@ class ProfileStage:
 
     async def close(self) -> None:
         await self.store.engine.dispose()
+
+
+def copies_key(record: Raw) -> str | None:
+    """The runner's ``order_key`` of the profile stage: the message id a record claims.
+    Of two copies of one message id only the first stored counts, and the first in the
+    log must be that one (``docs/profiles.md``), so batches holding copies of one id are
+    stored in the order they were taken. Pure; parses the record's JSON."""
+    return claimed_message_id(record[4])
 
 
 def make_profile_stage(settings: Settings) -> ProfileStage:

@@ -156,8 +156,14 @@ class ProfileStore:
             await conn.execute(self._set_path)
 
     # --- the batch -----------------------------------------------------------------
-    async def write_batch(self, events: Sequence[FoldEvent]) -> BatchOutcome:
+    async def write_batch(self, events: Sequence[FoldEvent],
+                          counted: frozenset[str] = frozenset()) -> BatchOutcome:
         """Store a batch of decoded events in one transaction, all or nothing.
+
+        ``counted`` (``streams rebuild`` only): message ids that count although they
+        carry a forgotten identifier (stored before that person was forgotten, they are
+        folded without it, as the forget left them); any other event carrying one is
+        skipped as ``forgotten``.
 
         Tries once: raises SQLAlchemy's DBAPIError on any failure, a deadlock with a
         concurrent batch included. Retrying is the caller's, by failure class
@@ -165,9 +171,10 @@ class ProfileStore:
         """
         async with self.engine.begin() as conn:
             await self._begin(conn)
-            return await self._write(conn, events)
+            return await self._write(conn, events, counted)
 
-    async def _write(self, conn: AsyncConnection, events: Sequence[FoldEvent]) -> BatchOutcome:
+    async def _write(self, conn: AsyncConnection, events: Sequence[FoldEvent],
+                     counted: frozenset[str] = frozenset()) -> BatchOutcome:
         outcome = BatchOutcome()
         batch = canonical(events)
         outcome.duplicates = len(events) - len(batch)
@@ -188,7 +195,7 @@ class ProfileStore:
         for e in batch:
             if e.message_id in seen:
                 outcome.duplicates += 1
-            elif forgotten.intersection(e.identifiers):
+            elif forgotten.intersection(e.identifiers) and e.message_id not in counted:
                 skipped.append((e.message_id, "forgotten"))
             elif not usable[e.message_id]:
                 skipped.append((e.message_id, "no_identifier"))
@@ -249,8 +256,12 @@ class ProfileStore:
             for message_id, pid, time, data in rows:
                 stored.setdefault(str(pid), []).append(
                     (message_id, unpack_event(message_id, iso(time), data)))
+            # The new events' identifiers too: a rebuild's ``counted`` events carry
+            # forgotten ones (the worker's never do: they are skipped).
             forgotten = await identity_store.forgotten_among(
-                conn, {i for evs in stored.values() for _, e in evs for i in e.identifiers},
+                conn, {*(i for evs in stored.values() for _, e in evs for i in e.identifiers),
+                       *(i for p in plans if p.replaying for e in p.new_events
+                         for i in e.identifiers)},
                 self.forget_key)
         else:
             forgotten = frozenset()

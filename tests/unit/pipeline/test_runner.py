@@ -199,6 +199,79 @@ async def test_batches_in_flight_are_bounded():
     assert len(acked) == 5 and max(peak) == 2
 
 
+class FirstWriteSlow(ScriptedStage):
+    """The first batch written takes a while; the others are stored at once."""
+
+    async def write(self, evs):
+        if not self.calls:
+            self.calls.append([])
+            await asyncio.sleep(0.1)
+        return await super().write(evs)
+
+
+def claimed(record):
+    """An order key: the ``m`` a fake record claims (its message id)."""
+    return orjson.loads(record[4]).get("m")
+
+
+def ordered_runner(stage, executor=None):
+    acked, crashed = [], []
+
+    async def ack(event):
+        acked.append(event)
+
+    async def crash(exc):
+        crashed.append(exc)
+
+    if executor is None:
+        executor = StageExecutor(stage)
+        executor.in_flight = 2
+    spec = StageSpec("agent", "test", ("t",), lambda s: stage, 0, order_key=claimed)
+    runner = StageRunner(spec, executor, ListSink(), SystemicFailureDetector(DEFAULT_LIMIT),
+                         hold=lambda e: e.message.incref(), ack=ack, crash=crash)
+    return runner, acked, crashed
+
+
+async def test_a_copy_is_stored_after_the_earlier_copy_in_flight_beside_it():
+    # Two batches in flight at once, the first slower: with nothing in common the second
+    # is stored first (the runner keeps them overlapping) ...
+    stage = FirstWriteSlow()
+    runner, acked, _ = ordered_runner(stage)
+    await runner.run(batches(events({"id": "a1", "m": "x"}), events({"id": "b1", "m": "y"})))
+    assert stage.stored == ["b1", "a1"] and len(acked) == 2
+    # ... but when the second holds a copy of a message id the first holds, the first
+    # copy is stored first, whichever batch is quicker.
+    stage = FirstWriteSlow()
+    runner, acked, _ = ordered_runner(stage)
+    await runner.run(batches(events({"id": "a1", "m": "x"}, {"id": "a2", "m": "z"}),
+                             events({"id": "b1", "m": "y"}, {"id": "b2", "m": "x"})))
+    assert stage.stored == ["a1", "a2", "b1", "b2"] and len(acked) == 4
+
+
+async def test_a_copy_behind_a_batch_that_failed_is_neither_stored_nor_acknowledged():
+    stage = ScriptedStage()
+
+    class FirstFails(StageExecutor):
+        in_flight = 2
+        runs = 0
+
+        async def run(self, raws):
+            self.runs += 1
+            if self.runs == 1:
+                await asyncio.sleep(0.05)
+                raise RuntimeError("the fold process is gone")
+            return await super().run(raws)
+
+    async def then_wait(*groups):
+        async for group in batches(*groups):
+            yield group
+        await asyncio.sleep(0.2)  # the worker goes on: not stopping when the first fails
+
+    runner, acked, crashed = ordered_runner(stage, FirstFails(stage))
+    await runner.run(then_wait(events({"id": "a1", "m": "x"}), events({"id": "b1", "m": "x"})))
+    assert stage.stored == [] and acked == [] and len(crashed) == 1
+
+
 async def test_in_process_executor_builds_its_stage_once():
     built = []
 

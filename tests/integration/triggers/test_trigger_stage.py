@@ -148,8 +148,8 @@ async def test_two_claims_at_once_take_different_people_and_lock_only_those(sett
             await b.begin()
             for conn in (a, b):
                 await rig.stage._begin(conn)
-            first = await store.claim_due(a, clock.now, 2)
-            second = await store.claim_due(b, clock.now, 2)
+            first = (await store.claim_due(a, clock.now, 2)).rows
+            second = (await store.claim_due(b, clock.now, 2)).rows
             # The second worker takes the next people instead of coming back empty.
             assert len({r.profile_id for r in first}) == 2
             assert len({r.profile_id for r in second}) == 2

@@ -209,8 +209,7 @@ class TriggerStage:
                         continue
                     encoded = orjson.dumps(decision.message)
                     # The whole document is on the topic; the row keeps what the person
-                    # page shows of it (rewriting each row with 1-2 KB cost PostgreSQL
-                    # more than anything else in the round).
+                    # pages show of it (``store.shown``).
                     entry["msg"] = store.shown(decision.message)
                     sends.append(OutgoingRecord(self.topic, row.profile_id.encode(), encoded))
                     history.append(SentRecord(now, decision.channel, row.rule, row.message_id))

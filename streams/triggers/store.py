@@ -184,11 +184,13 @@ async def decide(conn: AsyncConnection, decisions: Sequence[dict]) -> None:
 
 
 def shown(message: dict) -> dict:
-    """What a sent row keeps of its message (its ``msg``): the template and the
-    personalization, which the person page shows. The whole document is on
-    ``messages.personalized``, found by the row's message id. Pure."""
-    return {"template": message.get("template"),
-            "personalization": message.get("personalization")}
+    """What a sent row keeps of its message (its ``msg``): what the person pages show
+    (the channel, the template, the personalization and the ``why`` block), not the
+    ids, destination and times the row has in its own columns or a sender alone needs.
+    The whole document is on ``messages.personalized``, under the row's message id.
+    Pure."""
+    return {"channel": message.get("channel"), "template": message.get("template"),
+            "personalization": message.get("personalization"), "why": message.get("why")}
 
 
 async def mark_converted(conn: AsyncConnection, message_ids: Sequence[str],

@@ -1,7 +1,9 @@
 """The trigger stage: follows the profile stage's change feed, schedules what the rules
 decide, and emits due messages to ``messages.personalized``.
 
-Two loops, each one PostgreSQL transaction per round, several workers sharing them:
+Two loops, each one PostgreSQL transaction per round, several workers sharing them (and
+in each worker's trigger process, ``triggers_emit_lanes`` emit loops at once, which share
+due rows as workers do):
 
 - **plan**: claim changed profiles from the feed (``FOR UPDATE SKIP LOCKED``, removed when
   the round commits), and for each: a profile merged away or renamed hands its rows to

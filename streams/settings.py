@@ -161,6 +161,10 @@ class Settings(BaseSettings):
     triggers_enabled: bool = True
     triggers_poll_seconds: float = Field(0.25, gt=0)
     triggers_batch: int = Field(200, ge=1)
+    # Emit rounds one trigger process runs at once, each its own transaction on its own
+    # connection (as several workers would): one decides while another waits for
+    # Kafka's acknowledgement and its commit.
+    triggers_emit_lanes: int = Field(2, ge=1, le=16)
     # The trigger process's CPU niceness (0-19): when the cores are saturated the fold,
     # which ingestion waits on, goes first; the stage's work is durable and catches up.
     triggers_nice: int = Field(10, ge=0, le=19)

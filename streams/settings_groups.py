@@ -168,12 +168,14 @@ class InfraSettings:
 @dataclass(frozen=True, slots=True)
 class TriggerSettings:
     """The trigger stage (``STREAMS_TRIGGERS_*``): the rules file (None: the built-in
-    one), whether the worker runs the stage, its idle poll interval and batch."""
+    one), whether the worker runs the stage, its idle poll interval, batch and emit
+    lanes (rounds run at once)."""
 
     file: Path | None
     enabled: bool
     poll_seconds: float
     batch: int
+    emit_lanes: int
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -295,7 +297,8 @@ def derive_groups(s: Settings) -> SettingGroups:
             pg_shared_buffers=s.pg_shared_buffers, maven_repo=s.maven_repo),
         triggers=TriggerSettings(
             file=s.triggers_file, enabled=s.triggers_enabled,
-            poll_seconds=s.triggers_poll_seconds, batch=s.triggers_batch),
+            poll_seconds=s.triggers_poll_seconds, batch=s.triggers_batch,
+            emit_lanes=s.triggers_emit_lanes),
         api=ApiSettings(tokens=parse_api_tokens(s.api_tokens), rate=s.api_rate,
                         burst=s.api_burst, forget_key=s.forget_key),
     )

@@ -65,6 +65,7 @@ class DueLoopResult:
     emitters: int
     batch: int
     messages: int
+    lanes: int
     spread_seconds: float
     spread_sent: int = 0
     # Delay past due, from the Kafka record's timestamp (set when the stage produced it).
@@ -82,6 +83,9 @@ class DueLoopResult:
     message_bytes: float = 0.0
     setup_seconds: float = 0.0
     emitter_cpu: dict[str, float] = field(default_factory=dict)  # phase -> CPU s, summed
+    # phase -> CPU s of every PostgreSQL and Kafka broker process on the machine (other
+    # clients of the same server included): what the messages cost beside the emitters.
+    server_cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def burst_rate(self) -> float:
@@ -150,13 +154,16 @@ async def seed(settings: Settings, engine, people: int, say=print) -> int:
     return stored
 
 
-async def _pending(engine, settings: Settings, rule: str) -> int:
+async def _pending(engine, settings: Settings, rule: str) -> bool:
+    """True while a row of ``rule`` is pending. An EXISTS off the pending rows' index: a
+    count over the table (a parallel sequential scan, ten times a second) took CPU from
+    the emitters it was timing."""
     S, set_path = schedule_sql(settings)
     async with engine.begin() as conn:
         await conn.execute(set_path)
-        return int((await conn.execute(text(
-            f"SELECT count(*) FROM {S} WHERE {S.rule} = :r AND {S.status} = 'pending'"),
-            {"r": rule})).scalar_one())
+        return bool((await conn.execute(text(
+            f"SELECT EXISTS (SELECT 1 FROM {S} WHERE {S.status} = 'pending' "
+            f"AND {S.due_at} >= '-infinity' AND {S.rule} = :r)"), {"r": rule})).scalar_one())
 
 
 async def _rows(engine, settings: Settings, rule: str) -> list:
@@ -200,6 +207,28 @@ def _cpu(procs: list[subprocess.Popen]) -> float:
     for proc in procs:
         try:
             total += sum(psutil.Process(proc.pid).cpu_times()[:2])
+        except psutil.Error:
+            pass
+    return total
+
+
+def _servers() -> list[psutil.Process]:
+    """The machine's PostgreSQL processes and Kafka brokers (by name and command line)."""
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        name, cmd = proc.info["name"] or "", proc.info["cmdline"] or []
+        if name.startswith("postgres") or "kafka.Kafka" in cmd:
+            found.append(proc)
+    return found
+
+
+def _server_cpu() -> float:
+    """CPU seconds of the PostgreSQL and Kafka processes now running (backends come and
+    go: the sum is taken over those alive at both ends of a phase by the caller)."""
+    total = 0.0
+    for proc in _servers():
+        try:
+            total += sum(proc.cpu_times()[:2])
         except psutil.Error:
             pass
     return total
@@ -268,7 +297,7 @@ async def due_loop(settings: Settings, engine, *, messages: int, spread_seconds:
     """Run both phases on the bench's schema and topics (see the module). Raises
     RuntimeError when an emitter fails to start or messages stay pending. Blocks."""
     result = DueLoopResult(emitters=emitters, batch=settings.triggers_batch, messages=messages,
-                           spread_seconds=spread_seconds)
+                           lanes=settings.triggers_emit_lanes, spread_seconds=spread_seconds)
     t0 = time.monotonic()
     await seed(settings, engine, messages, say)
     result.setup_seconds = time.monotonic() - t0
@@ -293,12 +322,13 @@ async def due_loop(settings: Settings, engine, *, messages: int, spread_seconds:
                     f"FROM {S} WHERE {S.rule} = :r) AS r WHERE {S.message_id} = r.m"),
                     {"t0": first_due, "step": spread_seconds / messages, "r": SPREAD})
             result.late_start = max(0.0, (datetime.now(UTC) - first_due).total_seconds())
-            cpu0 = _cpu(procs)
+            cpu0, server0 = _cpu(procs), _server_cpu()
             await _until_sent(engine, settings, SPREAD, spread_seconds + 600, 0.5)
             result.emitter_cpu["spread"] = _cpu(procs) - cpu0
+            result.server_cpu["spread"] = _server_cpu() - server0
             # Phase 2: all due at once.
             say(f"{messages:,} messages due at once...")
-            cpu0 = _cpu(procs)
+            cpu0, server0 = _cpu(procs), _server_cpu()
             async with engine.begin() as conn:
                 await conn.execute(set_path)
                 due_now = datetime.now(UTC)
@@ -306,6 +336,7 @@ async def due_loop(settings: Settings, engine, *, messages: int, spread_seconds:
                                    {"t": due_now, "r": BURST})
             done = await _until_sent(engine, settings, BURST, 600, 0.1)
             result.emitter_cpu["burst"] = _cpu(procs) - cpu0
+            result.server_cpu["burst"] = _server_cpu() - server0
             # From the due moment (the UPDATE's own commit time counts against the stage).
             result.burst_seconds = done - due_now.timestamp()
         finally:

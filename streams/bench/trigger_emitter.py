@@ -14,7 +14,7 @@ import streams.profiles.store  # noqa: F401
 from streams.db import async_engine
 from streams.settings import load_settings
 from streams.triggers.agents import make_message_producer, prepare_trigger_process
-from streams.triggers.stage import TriggerStage
+from streams.triggers.stage import TriggerStage, connections
 
 
 async def _run() -> None:
@@ -27,7 +27,7 @@ async def _run() -> None:
     # The trigger process's tuning, without the niceness: these emitters are measured
     # alone (nothing of the pipeline competes), on a machine that other work shares.
     prepare_trigger_process(nice=0)
-    engine = async_engine(settings, pool_size=2, max_overflow=0)
+    engine = async_engine(settings, pool_size=connections(settings), max_overflow=0)
     producer = make_message_producer(settings)
     await producer.start()
     try:

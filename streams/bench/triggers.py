@@ -181,7 +181,8 @@ def report(e2e: EndToEndResult, due: DueLoopResult, settings: Settings) -> Table
     table = Table(title=f"bench triggers ({e2e.events:,} events for {e2e.people:,} people, "
                         f"4 partitions, {settings.fold_processes} fold processes; "
                         f"{due.messages:,} messages per due-loop phase, {due.emitters} "
-                        f"emitter process(es), batch {due.batch})", title_justify="left")
+                        f"emitter process(es) of {due.lanes} emit lane(s), batch {due.batch})",
+                  title_justify="left")
     for col in ("measure", "value", "baseline", "target", "met"):
         table.add_column(col)
     sched = sum(e2e.statuses.values())
@@ -213,6 +214,10 @@ def report(e2e: EndToEndResult, due: DueLoopResult, settings: Settings) -> Table
                   f"{due.burst_record_seconds:.1f} s", "", "", "")
     table.add_row("  emitter CPU per message (spread / burst)",
                   " / ".join(f"{due.emitter_cpu.get(k, 0) / max(n, 1) * 1e6:,.0f} µs"
+                             for k, n in (("spread", due.spread_sent),
+                                          ("burst", due.burst_sent))), "", "", "")
+    table.add_row("  PostgreSQL + broker CPU per message (spread / burst; all their clients)",
+                  " / ".join(f"{due.server_cpu.get(k, 0) / max(n, 1) * 1e6:,.0f} µs"
                              for k, n in (("spread", due.spread_sent),
                                           ("burst", due.burst_sent))), "", "", "")
     return table

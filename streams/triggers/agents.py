@@ -45,11 +45,11 @@ async def run_trigger_stage(settings: Settings, stop: asyncio.Event) -> None:
     """The trigger stage's loops on their own producer and connections, until ``stop``."""
     from streams.db import async_engine
     from streams.triggers.rules import load_rules
-    from streams.triggers.stage import TriggerStage
+    from streams.triggers.stage import TriggerStage, connections
 
     rules = load_rules(settings.triggers_file)
     producer = make_message_producer(settings)
-    engine = async_engine(settings, pool_size=2, max_overflow=0)
+    engine = async_engine(settings, pool_size=connections(settings), max_overflow=0)
     await producer.start()
     try:
         log.info("triggers: %d rule(s) from %s", len(rules.enabled()), rules.source)

@@ -1,7 +1,9 @@
 """The trigger stage: follows the profile stage's change feed, schedules what the rules
 decide, and emits due messages to ``messages.personalized``.
 
-Two loops, each one PostgreSQL transaction per round, several workers sharing them:
+Two loops, each one PostgreSQL transaction per round, several workers sharing them (and
+in each worker's trigger process, ``triggers_emit_lanes`` emit loops at once, which share
+due rows as workers do):
 
 - **plan**: claim changed profiles from the feed (``FOR UPDATE SKIP LOCKED``, removed when
   the round commits), and for each: a profile merged away or renamed hands its rows to
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -63,6 +66,11 @@ log = logging.getLogger(__name__)
 # How far back the sent history of a person is read: the weekly cap's window, or a
 # rule's re-eligibility window when that is longer.
 WEEK = timedelta(days=7)
+# How long the due claim may start where an earlier one saw the first pending row before
+# it looks from the beginning again (see ``TriggerStage._claim``).
+FLOOR_SECONDS = 1.0
+# In a backlog an emit round claims up to this many batches (see ``TriggerStage._claim``).
+BACKLOG_ROUNDS = 4
 
 
 class TriggerStage:
@@ -89,6 +97,12 @@ class TriggerStage:
         windows = [r.reeligible_after for r in self.rules.rules.values()]
         self.history_window = max([WEEK, *windows])
         self.policy = RetryPolicy(tries=3)
+        # Where the next due claim may start (see ``_claim``), shared by the emit lanes.
+        self._floor: store.DueKey | None = None
+        self._floor_at = 0.0
+        # People the next emit round claims: the batch, doubled after each full round up
+        # to BACKLOG_ROUNDS batches.
+        self._round_size = self.batch
 
     async def _begin(self, conn: AsyncConnection) -> None:
         if self._set_path is not None:
@@ -163,7 +177,7 @@ class TriggerStage:
         now = self.clock()
         async with self.engine.begin() as conn:
             await self._begin(conn)
-            due = await store.claim_due(conn, now, self.batch)
+            due = await self._claim(conn, now)
             if not due:
                 return 0
             people = {row.profile_id for row in due}
@@ -195,9 +209,10 @@ class TriggerStage:
                     if not self._valid(entry, decision.message):
                         decisions.append(entry)
                         continue
-                    # Serialized once: the same bytes go to Kafka and into the row.
                     encoded = orjson.dumps(decision.message)
-                    entry["msg"] = store.message_fragment(encoded)
+                    # The whole document is on the topic; the row keeps what the person
+                    # pages show of it (``store.shown``).
+                    entry["msg"] = store.shown(decision.message)
                     sends.append(OutgoingRecord(self.topic, row.profile_id.encode(), encoded))
                     history.append(SentRecord(now, decision.channel, row.rule, row.message_id))
                 decisions.append(entry)
@@ -206,6 +221,37 @@ class TriggerStage:
                 await self.writer.write(sends)
             await store.decide(conn, decisions)
         return len(due)
+
+    async def _claim(self, conn: AsyncConnection, now: datetime) -> list[store.Row]:
+        """The round's due rows (``store.claim_due``). While rounds come back full (a
+        backlog), each takes twice the people of the one before, up to
+        ``BACKLOG_ROUNDS`` batches, and each claim starts at the first row the previous
+        one saw pending, instead of walking again the index entries of every row
+        decided since the last vacuum. A round that is not full, a claim from there
+        that finds nothing, or ``FLOOR_SECONDS`` since the start was taken, make the
+        next claim look from the beginning, so a row that became pending before it
+        (planned late, or given back by a failed round) waits for at most that."""
+        after = self._floor
+        if after is not None and time.monotonic() - self._floor_at > FLOOR_SECONDS:
+            after = None
+        size = self._round_size
+        window = store.WINDOW * size * self.settings.triggers_emit_lanes
+        claim = await store.claim_due(conn, now, size, window=window, after=after)
+        if not claim.rows and after is not None:
+            after = None
+            claim = await store.claim_due(conn, now, size, window=window)
+        people = len({row.profile_id for row in claim.rows})
+        if people < size or claim.start is None:
+            self._floor = None
+            self._round_size = self.batch
+        else:
+            if after is None:
+                self._floor_at = time.monotonic()
+            self._floor = claim.start
+            # A backlog: larger rounds, whose fixed costs (the transaction, its commit,
+            # five statements) are shared by more messages.
+            self._round_size = min(size * 2, self.batch * BACKLOG_ROUNDS)
+        return claim.rows
 
     def _record(self, row: store.Row, decision: Any, now: datetime) -> dict:
         status, reason = outcome(decision)
@@ -232,15 +278,26 @@ class TriggerStage:
 
     # --- both ------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Run both loops until ``stop`` is set (or the task is cancelled): each round
-        that found work is followed at once by another, an idle one by a pause of
-        ``triggers_poll_seconds``. Failures are retried by the policy (waiting out the
-        database); anything else is logged and the round tried again later."""
+        """Run the loops until ``stop`` is set (or the task is cancelled): the plan loop
+        and ``triggers_emit_lanes`` emit loops, concurrently, each round its own
+        transaction on its own connection (the engine needs ``connections(settings)``).
+        While one emit round waits for Kafka's acknowledgement and its commit, another
+        claims other people and decides: the lanes share due rows exactly as several
+        workers do (per-person try-locks, row locks). Each round that found work is
+        followed at once by another, an idle one by a pause of ``triggers_poll_seconds``.
+        Failures are retried by the policy (waiting out the database); anything else is
+        logged and the round tried again later."""
         stop = stop or asyncio.Event()
+        lanes = [self._loop(self.plan_once, stop)]
+        lanes += [self._loop(self.emit_once, stop)
+                  for _ in range(self.settings.triggers_emit_lanes)]
+        await asyncio.gather(*lanes)
+
+    async def _loop(self, round_once: Callable[[], Any], stop: asyncio.Event) -> None:
         pause = self.settings.triggers_poll_seconds
         while not stop.is_set():
             try:
-                busy = await self.plan_once() + await self.emit_once()
+                busy = await round_once()
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - a bug in one round must not end the loops
@@ -252,3 +309,9 @@ class TriggerStage:
                     await asyncio.wait_for(stop.wait(), timeout=pause)
                 except TimeoutError:
                     pass
+
+
+def connections(settings: Settings) -> int:
+    """The database connections ``TriggerStage.run`` uses at once: one per emit lane
+    and one for the plan loop. Pure."""
+    return settings.triggers_emit_lanes + 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -86,18 +86,25 @@ _CONVERTED = text(f"UPDATE {S} SET {S.converted_at} = CAST(:at AS timestamptz) "
 # under the LIMIT to the ordered people (fenced by OFFSET 0, so that the planner keeps
 # the order below the filter), so it is only tried until ``n`` succeed (a test counts
 # the locks held); the CTEs are materialized, never inlined. Then all those people's due
-# rows, locked, in due order.
+# rows, locked, in due order, each with the key (due time, message id) of the window's
+# first row: no row before it was pending then, so the next claim may start there
+# (``:fd``, ``:fm``) instead of walking again the index entries of the rows just decided,
+# which stay in the index until vacuumed (a burst's claim walked tens of thousands).
 WINDOW = 4
 _CLAIM_DUE = text(
-    f"WITH first AS MATERIALIZED (SELECT p, min(d) AS d FROM (SELECT {S.profile_id} AS p, "
-    f"{S.due_at} AS d FROM {S} WHERE {S.status} = 'pending' AND {S.due_at} <= :now "
-    f"ORDER BY {S.due_at}, {S.message_id} LIMIT :window) AS w GROUP BY p), "
+    f"WITH w AS MATERIALIZED (SELECT {S.profile_id} AS p, {S.due_at} AS d, "
+    f"{S.message_id} AS m FROM {S} WHERE {S.status} = 'pending' AND {S.due_at} <= :now "
+    f"AND ({S.due_at}, {S.message_id}) >= (CAST(:fd AS timestamptz), CAST(:fm AS text)) "
+    f"ORDER BY {S.due_at}, {S.message_id} LIMIT :window), "
+    "first AS MATERIALIZED (SELECT p, min(d) AS d FROM w GROUP BY p), "
     "mine AS MATERIALIZED (SELECT p FROM (SELECT p, d FROM first ORDER BY d, p OFFSET 0) AS o "
     "WHERE pg_try_advisory_xact_lock(hashtextextended('trigger:' || p::text, 0)) "
-    "LIMIT :n) "
+    "LIMIT :n), "
+    "start AS MATERIALIZED (SELECT d, m FROM w ORDER BY d, m LIMIT 1) "
     # = ANY(ARRAY(...)): the rows of these people off the profile index, not a join
     # with every due row.
-    f"SELECT {_COLUMNS} FROM {S} WHERE {S.profile_id} = ANY(ARRAY(SELECT p FROM mine)) "
+    f"SELECT {_COLUMNS}, (SELECT d FROM start), (SELECT m FROM start) FROM {S} "
+    f"WHERE {S.profile_id} = ANY(ARRAY(SELECT p FROM mine)) "
     f"AND {S.status} = 'pending' AND {S.due_at} <= :now "
     f"ORDER BY {S.due_at}, {S.message_id} FOR UPDATE OF {S}")
 _HISTORY = text(
@@ -169,17 +176,21 @@ async def delete_of(conn: AsyncConnection, profile_id: str) -> None:
 async def decide(conn: AsyncConnection, decisions: Sequence[dict]) -> None:
     """Record decisions on rows still pending: dicts with ``m`` (message id), ``s``
     (status), ``r`` (reason), ``at`` (decided at), and optionally ``due`` (the next look,
-    for a hold), ``sent``, ``ch`` (channel) and ``msg`` (the message document). A row
+    for a hold), ``sent``, ``ch`` (channel) and ``msg`` (``shown`` of the message). A row
     another round decided meanwhile is left as it is."""
     if decisions:
         # orjson writes aware datetimes as RFC 3339, which PostgreSQL reads.
         await conn.execute(_DECIDE, _dumps(list(decisions)))
 
 
-def message_fragment(encoded: bytes) -> orjson.Fragment:
-    """A message document already serialized (the bytes produced to Kafka), to pass as
-    a decision's ``msg`` so that it is not serialized a second time."""
-    return orjson.Fragment(encoded)
+def shown(message: dict) -> dict:
+    """What a sent row keeps of its message (its ``msg``): what the person pages show
+    (the channel, the template, the personalization and the ``why`` block), not the
+    ids, destination and times the row has in its own columns or a sender alone needs.
+    The whole document is on ``messages.personalized``, under the row's message id.
+    Pure."""
+    return {"channel": message.get("channel"), "template": message.get("template"),
+            "personalization": message.get("personalization"), "why": message.get("why")}
 
 
 async def mark_converted(conn: AsyncConnection, message_ids: Sequence[str],
@@ -189,16 +200,39 @@ async def mark_converted(conn: AsyncConnection, message_ids: Sequence[str],
         await conn.execute(_CONVERTED, {"m": list(message_ids), "at": at})
 
 
-async def claim_due(conn: AsyncConnection, now: datetime, limit: int) -> list[Row]:
+DueKey = tuple[datetime, str]
+_START: DueKey = (datetime.min.replace(tzinfo=UTC), "")
+
+
+@dataclass(frozen=True)
+class DueClaim:
+    """What ``claim_due`` took: the rows, and ``start``, the key (due time, message id)
+    of the first row pending and due when it looked (None when it took nothing): no
+    earlier row was pending then."""
+
+    rows: list[Row]
+    start: DueKey | None
+
+
+async def claim_due(conn: AsyncConnection, now: datetime, limit: int, *,
+                    window: int | None = None, after: DueKey | None = None) -> DueClaim:
     """Up to ``limit`` people with rows due at ``now`` that no other transaction is
     deciding about (a per-person advisory lock, taken without waiting), those whose rows
-    fall due first (among the first ``WINDOW * limit`` due rows), with every one of their
-    due rows, locked, in the order they fall due. Each person's messages are therefore
-    decided by one transaction at a time and always in due order, however many workers
-    share the loop: frequency caps and re-eligibility count what was decided before, as
-    the reference does. One round trip."""
-    return [_row(r) for r in await conn.execute(
-        _CLAIM_DUE, {"now": now, "n": limit, "window": WINDOW * limit})]
+    fall due first (among the first ``window`` due rows, ``WINDOW * limit`` unless
+    given), with every one of their due rows, locked, in the order they fall due. Each
+    person's messages are therefore decided by one transaction at a time and always in
+    due order, however many workers share the loop: frequency caps and re-eligibility
+    count what was decided before, as the reference does. With ``after`` (a ``start`` of
+    an earlier claim), only people with a due row at or after that key are looked for:
+    rows that became pending before it since (planned late, or given back by a round
+    that failed) wait for a claim without it. One round trip."""
+    rows, start = [], None
+    for r in await conn.execute(_CLAIM_DUE, {
+            "now": now, "n": limit, "window": window or WINDOW * limit,
+            "fd": (after or _START)[0], "fm": (after or _START)[1]}):
+        rows.append(_row(r))
+        start = (r[10], r[11])
+    return DueClaim(rows, start)
 
 
 async def history(conn: AsyncConnection, profile_ids: Iterable[str],

@@ -4,7 +4,9 @@ to its fate (sent, held out, suppressed, cancelled), on the shared ``streams.db.
 ``message_id`` is the decision's stable id, so re-planning the same decision (a replay,
 a re-fold, a merge) finds its row instead of adding one. ``due_at`` is when the due-loop
 looks at the row next (the intent's due time, or the end of a hold: quiet hours, best
-hour). ``intent`` is the planned ``Intent`` (JSON); ``message`` the document emitted.
+hour). ``intent`` is the planned ``Intent`` (JSON); ``message`` what the person pages show of
+the document emitted (channel, template, personalization, why; the document itself is
+on ``messages.personalized``, under the row's message id).
 """
 
 from __future__ import annotations

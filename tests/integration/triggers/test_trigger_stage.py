@@ -148,8 +148,8 @@ async def test_two_claims_at_once_take_different_people_and_lock_only_those(sett
             await b.begin()
             for conn in (a, b):
                 await rig.stage._begin(conn)
-            first = await store.claim_due(a, clock.now, 2)
-            second = await store.claim_due(b, clock.now, 2)
+            first = (await store.claim_due(a, clock.now, 2)).rows
+            second = (await store.claim_due(b, clock.now, 2)).rows
             # The second worker takes the next people instead of coming back empty.
             assert len({r.profile_id for r in first}) == 2
             assert len({r.profile_id for r in second}) == 2
@@ -162,3 +162,36 @@ async def test_two_claims_at_once_take_different_people_and_lock_only_those(sett
             assert held == 2
             await a.rollback()
             await b.rollback()
+
+
+async def test_a_claim_after_a_start_skips_earlier_rows_and_the_loop_still_sends_them(settings):
+    # Rounds of one person are always full, so the emit loop's claims start where the
+    # previous one saw the first pending row; a person planned later whose welcome falls
+    # due before that is still sent, in the same drain.
+    clock = Clock()
+    async with Rig(settings.model_copy(update={"triggers_batch": 1}), rules(WELCOME),
+                   clock) as rig:
+        await rig.fold(*(page(f"m{i}", f"anon-{i}", 10 + i) for i in range(3)))
+        while await rig.stage.plan_once():
+            pass
+        clock.advance(minutes=1)
+        assert await rig.stage.emit_once() == 1
+        assert rig.stage._floor is not None  # a full round: the next claim starts there
+        await rig.fold(page("m-early", "anon-early", 0))  # due before every other one
+        while await rig.stage.plan_once():
+            pass
+        async with rig.engine.connect() as conn:
+            await conn.begin()
+            await rig.stage._begin(conn)
+            claim = await store.claim_due(conn, clock.now, 10, after=rig.stage._floor)
+            early = {r.message_id for r in await rows(rig)
+                     if r.intent.trigger_events == ("m-early",)}
+            assert len(early) == 1 and not early & {r.message_id for r in claim.rows}
+            assert claim.start is not None and claim.start >= rig.stage._floor
+            everything = await store.claim_due(conn, clock.now, 10)
+            assert early <= {r.message_id for r in everything.rows}
+            assert everything.start == min((r.due_at, r.message_id) for r in everything.rows)
+            await conn.rollback()
+        await rig.settle()
+        sent = [m["why"]["events"][0]["messageId"] for m in await rig.messages()]
+        assert sorted(sent) == ["m-early", "m0", "m1", "m2"]

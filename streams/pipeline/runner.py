@@ -297,6 +297,7 @@ def register_stage(app: Any, settings: Settings, spec: StageSpec) -> None:
                 spec, make_executor(settings, spec.factory, spec.processes),
                 FaustTopicSink(dlq), detector, crash=crash,
                 hold_batch=source.hold, ack_batch=source.ack)
+            source.halted = lambda: runner.draining
             track(app, runner)  # drained by the worker when it stops (``shutdown``)
             await source.start()
             self.source = source

@@ -33,7 +33,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -155,8 +155,12 @@ class KafkaSource:
 
     def __init__(self, consumer: AIOKafkaConsumer, topics: Iterable[str], *, batch_size: int,
                  batch_seconds: float, commit_interval: float, name: str = "stage",
-                 revoke_grace: float = REVOKE_GRACE):
+                 revoke_grace: float = REVOKE_GRACE,
+                 halted: Callable[[], bool] = lambda: False):
         self.consumer, self.topics, self.name = consumer, tuple(topics), name
+        # True once the runner drains (the worker stops): a revocation then waits for no
+        # batch (none will run).
+        self.halted = halted
         self.batch_size, self.batch_seconds = batch_size, batch_seconds
         self.commit_interval, self.revoke_grace = commit_interval, revoke_grace
         self.book = OffsetBook()
@@ -247,7 +251,7 @@ class KafkaSource:
         ``revoke_grace`` seconds, commit what they stored, and forget ``tps``."""
         self.epoch += 1
         deadline = time.monotonic() + self.revoke_grace
-        while not self.stopping and self.book.unfinished(tps):
+        while not self.stopping and not self.halted() and self.book.unfinished(tps):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -272,6 +276,9 @@ def make_consumer(settings: Any, group: str, client_id: str,
         bootstrap_servers=settings.kafka_bootstrap, group_id=group, client_id=client_id,
         enable_auto_commit=False, auto_offset_reset="earliest",
         fetch_max_wait_ms=fetch_max_wait_ms,
+        # The session and rebalance times the Faust consumer had (its defaults), so that a
+        # busy machine's slow heartbeat does not cost the group a rebalance.
+        session_timeout_ms=60_000, heartbeat_interval_ms=3_000, rebalance_timeout_ms=60_000,
         # One batch is one database transaction, which can wait on a slow disk.
         max_poll_interval_ms=300_000)
 

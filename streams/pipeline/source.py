@@ -20,7 +20,7 @@ stops.
 
 Rebalances (``on_partitions_revoked``). aiokafka's protocol is eager: every rebalance
 revokes every partition, and a partition assigned again is read from its committed
-offset. So on a revocation the records read but not yet in a batch are dropped, the
+offset. So on a revocation the records gathered but not yet in a batch are dropped, the
 batches in flight get ``REVOKE_GRACE`` seconds to be stored, what they stored is
 committed, and the book forgets the revoked partitions: a batch still running after
 that (the database is down) commits nothing when it ends, and its events are read again
@@ -195,14 +195,19 @@ class KafkaSource:
 
     async def batches(self) -> AsyncIterator[Batch]:
         """Batches of up to ``batch_size`` records, each gathered for at most
-        ``batch_seconds`` after its first record. Runs until cancelled."""
+        ``batch_seconds`` after its first record. Runs until cancelled.
+
+        What ``getmany`` returns belongs to the assignment current when it returns
+        (aiokafka returns nothing while a reassignment is in progress and drops what it
+        fetched for an earlier one); what was gathered before a revocation does not (the
+        partitions are read again from their committed offsets), so it is dropped."""
         size, within = self.batch_size, self.batch_seconds
         getmany = self.consumer.getmany
         while not self.stopping:
-            epoch = self.epoch
             got = await getmany(timeout_ms=IDLE_POLL_MS, max_records=size)
-            if not got or epoch != self.epoch:
+            if not got:
                 continue
+            epoch = self.epoch
             batch = Batch()
             for tp, records in got.items():
                 batch.add(tp, records)
@@ -213,13 +218,12 @@ class KafkaSource:
                     break
                 got = await getmany(timeout_ms=max(1, int(left * 1000)),
                                     max_records=size - len(batch))
-                if epoch != self.epoch:
-                    break
+                if epoch != self.epoch:  # revoked meanwhile: start over from ``got``
+                    epoch, batch = self.epoch, Batch()
                 for tp, records in got.items():
                     batch.add(tp, records)
-            if epoch != self.epoch:
-                continue  # partitions were revoked meanwhile: read again from the commits
-            yield batch
+            if batch:
+                yield batch
 
     # --- commits and rebalances -----------------------------------------------------------
     async def commit(self, tps: Iterable[TopicPartition] | None = None) -> None:
@@ -249,6 +253,8 @@ class KafkaSource:
     async def revoked(self, tps: set[TopicPartition]) -> None:
         """Drop what was read and not yet held, give the batches in flight of ``tps``
         ``revoke_grace`` seconds, commit what they stored, and forget ``tps``."""
+        if not tps:
+            return  # a first join revokes nothing
         self.epoch += 1
         deadline = time.monotonic() + self.revoke_grace
         while not self.stopping and not self.halted() and self.book.unfinished(tps):

@@ -124,3 +124,53 @@ async def test_a_revocation_gives_up_a_stuck_batch_after_the_grace_uncommitted()
     source.ack(stuck)  # ends after the revocation: commits nothing
     await source.commit()
     assert consumer.commits == [{A: 3}]
+
+
+class ScriptedConsumer(FakeConsumer):
+    """``getmany`` answers from a script; an entry may be a callable run first (a
+    rebalance happening while the call waits)."""
+
+    def __init__(self, script):
+        super().__init__()
+        self.script = list(script)
+
+    async def getmany(self, timeout_ms, max_records):
+        while self.script:
+            step = self.script.pop(0)
+            if callable(step):
+                await step()
+                continue
+            return step
+        await asyncio.sleep(3600)
+
+
+async def test_what_was_gathered_before_a_revocation_is_dropped_what_came_after_kept():
+    source = None
+
+    async def rebalance():
+        await source.revoked({A})
+        source.assigned({A})
+
+    consumer = ScriptedConsumer([
+        {A: [record(A, 0), record(A, 1)]},  # gathered, then the partition is revoked
+        rebalance,
+        {A: [record(A, 0)]},  # read again from the committed offset
+        {A: [record(A, 1), record(A, 2)]},
+    ])
+    source = KafkaSource(consumer, ["t"], batch_size=3, batch_seconds=5, commit_interval=60)
+    source.assigned({A})
+    gathered = await asyncio.wait_for(anext(source.batches()), 2)
+    assert [r[2] for r in gathered] == [0, 1, 2] and gathered.spans == {A: [0, 2]}
+
+
+async def test_records_returned_by_the_call_spanning_the_first_join_are_kept():
+    source = None
+
+    async def first_join():
+        await source.revoked(set())
+        source.assigned({A})
+
+    consumer = ScriptedConsumer([first_join, {A: [record(A, 0)]}])
+    source = KafkaSource(consumer, ["t"], batch_size=1, batch_seconds=5, commit_interval=60)
+    gathered = await asyncio.wait_for(anext(source.batches()), 2)
+    assert [r[2] for r in gathered] == [0]

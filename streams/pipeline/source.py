@@ -195,35 +195,72 @@ class KafkaSource:
 
     async def batches(self) -> AsyncIterator[Batch]:
         """Batches of up to ``batch_size`` records, each gathered for at most
-        ``batch_seconds`` after its first record. Runs until cancelled.
+        ``batch_seconds`` after its first record, interleaving the partitions. Runs
+        until cancelled.
+
+        Interleaving: ``getmany`` hands over what was fetched partition by partition
+        (up to a fetch's worth of each, thousands of records), so batches cut from it
+        in order would each hold one partition's records, and one person's events
+        (spread over topics) would be folded out of their order, which costs the fold a
+        replay of the person's stored events. So what ``getmany`` returns waits in a
+        buffer per partition, and each batch takes an equal share from every partition
+        that has records (as Faust's consumer interleaved them).
 
         What ``getmany`` returns belongs to the assignment current when it returns
         (aiokafka returns nothing while a reassignment is in progress and drops what it
-        fetched for an earlier one); what was gathered before a revocation does not (the
-        partitions are read again from their committed offsets), so it is dropped."""
+        fetched for an earlier one); what was buffered before a revocation does not
+        (the partitions are read again from their committed offsets), so it is
+        dropped."""
         size, within = self.batch_size, self.batch_seconds
         getmany = self.consumer.getmany
-        while not self.stopping:
-            got = await getmany(timeout_ms=IDLE_POLL_MS, max_records=size)
-            if not got:
-                continue
-            epoch = self.epoch
-            batch = Batch()
+        pending: dict[TopicPartition, list] = {}  # fetched, not yet in a batch
+        buffered = 0
+        epoch = self.epoch
+
+        async def fetch(timeout_ms: int) -> None:
+            nonlocal buffered, epoch
+            got = await getmany(timeout_ms=timeout_ms)
+            if epoch != self.epoch:  # revoked meanwhile: the buffer is stale
+                pending.clear()
+                buffered, epoch = 0, self.epoch
             for tp, records in got.items():
-                batch.add(tp, records)
+                if records:
+                    pending.setdefault(tp, []).extend(records)
+                    buffered += len(records)
+
+        while not self.stopping:
+            if buffered < size:
+                await fetch(0 if buffered else IDLE_POLL_MS)
+                if not buffered:
+                    continue
             deadline = time.monotonic() + within
-            while len(batch) < size:
+            while buffered < size:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                got = await getmany(timeout_ms=max(1, int(left * 1000)),
-                                    max_records=size - len(batch))
-                if epoch != self.epoch:  # revoked meanwhile: start over from ``got``
-                    epoch, batch = self.epoch, Batch()
-                for tp, records in got.items():
-                    batch.add(tp, records)
-            if batch:
-                yield batch
+                await fetch(max(1, int(left * 1000)))
+            if epoch != self.epoch:  # revoked while the last batch was handed over
+                pending.clear()
+                buffered, epoch = 0, self.epoch
+            if not buffered:
+                continue
+            batch = Batch()
+            room = size
+            while room and pending:
+                share = max(1, room // len(pending))
+                for tp in list(pending):
+                    records = pending[tp]
+                    take = records[:min(share, room)]
+                    batch.add(tp, take)
+                    room -= len(take)
+                    if len(take) == len(records):
+                        del pending[tp]
+                    else:
+                        del records[:len(take)]
+                    if not room:
+                        break
+            buffered -= len(batch)
+            yield batch
 
     # --- commits and rebalances -----------------------------------------------------------
     async def commit(self, tps: Iterable[TopicPartition] | None = None) -> None:

@@ -134,14 +134,15 @@ class ScriptedConsumer(FakeConsumer):
         super().__init__()
         self.script = list(script)
 
-    async def getmany(self, timeout_ms, max_records):
+    async def getmany(self, timeout_ms, max_records=None):
         while self.script:
             step = self.script.pop(0)
             if callable(step):
                 await step()
                 continue
             return step
-        await asyncio.sleep(3600)
+        await asyncio.sleep(timeout_ms / 1000)  # nothing more: the wait runs out
+        return {}
 
 
 async def test_what_was_gathered_before_a_revocation_is_dropped_what_came_after_kept():
@@ -161,6 +162,37 @@ async def test_what_was_gathered_before_a_revocation_is_dropped_what_came_after_
     source.assigned({A})
     gathered = await asyncio.wait_for(anext(source.batches()), 2)
     assert [r[2] for r in gathered] == [0, 1, 2] and gathered.spans == {A: [0, 2]}
+
+
+async def test_a_batch_takes_an_equal_share_of_every_partition_fetched():
+    consumer = ScriptedConsumer([{A: [record(A, o) for o in range(10)],
+                                  B: [record(B, o) for o in range(4)]}])
+    source = KafkaSource(consumer, ["t"], batch_size=6, batch_seconds=0.05,
+                         commit_interval=60)
+    source.assigned({A, B})
+    batches = source.batches()
+    first = await asyncio.wait_for(anext(batches), 2)
+    assert first.spans == {A: [0, 2], B: [0, 2]}
+    second = await asyncio.wait_for(anext(batches), 2)
+    assert second.spans == {A: [3, 7], B: [3, 3]}  # B's last, then A's next
+    third = await asyncio.wait_for(anext(batches), 2)
+    assert third.spans == {A: [8, 9]}
+
+
+async def test_records_buffered_before_a_revocation_are_never_batched():
+    source = None
+    consumer = ScriptedConsumer([{A: [record(A, o) for o in range(4)]}])
+    source = KafkaSource(consumer, ["t"], batch_size=2, batch_seconds=0.05,
+                         commit_interval=60)
+    source.assigned({A})
+    batches = source.batches()
+    first = await asyncio.wait_for(anext(batches), 2)
+    assert first.spans == {A: [0, 1]}
+    await source.revoked({A})  # while the first batch is handed over
+    source.assigned({A})
+    consumer.script.append({A: [record(A, 0)]})  # read again from the committed offset
+    again = await asyncio.wait_for(anext(batches), 2)
+    assert again.spans == {A: [0, 0]}
 
 
 async def test_records_returned_by_the_call_spanning_the_first_join_are_kept():

@@ -54,4 +54,8 @@ def create_app(settings: Settings) -> faust.App:
 
     register_profiles(app, settings)
     register_triggers(app, settings)
+    # No agent consumes a topic: the profile stage has its own consumer in the group
+    # (``streams.pipeline.source``). Faust's consumer would join the same group with
+    # another assignor (the broker refuses a group of mixed protocols) and read nothing.
+    app.boot_strategy.enable_kafka_consumer = False
     return app

@@ -33,7 +33,7 @@ from streams.events.schemas import SchemaSet, default_schemas
 from streams.events.topics import TopicKinds
 
 __all__ = ["DEFAULT_LIMITS", "Limits", "TopicKinds", "clip", "ids_error", "json_type",
-           "schema_error", "type_error", "validate_record"]
+           "check_record", "schema_error", "type_error", "validate_record"]
 
 
 def json_type(value: object) -> str:
@@ -168,6 +168,33 @@ def validate_record(
     the rule. ``kinds`` maps topic names to kinds (default: by name suffix); ``limits``
     defaults to ``DEFAULT_LIMITS`` (a stage passes ``Limits.from_settings``).
     """
+    checked = check_record(topic, partition, offset, key, value, kinds=kinds, schemas=schemas,
+                           limits=limits, appended_at=appended_at)
+    if isinstance(checked, InvalidRecord):
+        return checked
+    doc, event_time, kind = checked
+    return ValidEvent(
+        topic=topic, partition=partition, offset=offset, message_id=doc["messageId"],
+        key=key.decode("utf-8", "replace") if key is not None else None,
+        payload=doc, event_time=event_time, kind=kind,
+    )
+
+
+def check_record(
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    *,
+    kinds: TopicKinds | None = None,
+    schemas: SchemaSet | None = None,
+    limits: Limits | None = None,
+    appended_at: datetime | None = None,
+) -> tuple[dict, datetime, str] | InvalidRecord:
+    """``validate_record``'s decision without building a ``ValidEvent``: the normalized
+    event, its event time and its topic kind, or the same ``InvalidRecord`` (the profile
+    stage's hot path, which reduces the event at once)."""
     kinds = kinds or _DEFAULT_KINDS
     schemas = schemas or default_schemas()
     limits = limits or DEFAULT_LIMITS
@@ -207,8 +234,4 @@ def validate_record(
     if received is None or isinstance(received, str):
         received = appended_at
     event_time = bound_time(instant(doc["timestamp"]), received, limits)  # type: ignore[arg-type]
-    return ValidEvent(
-        topic=topic, partition=partition, offset=offset, message_id=doc["messageId"],
-        key=key.decode("utf-8", "replace") if key is not None else None,
-        payload=doc, event_time=event_time, kind=kind,
-    )
+    return doc, event_time, kind

@@ -1,22 +1,21 @@
-"""The runner: a stage's batches from Faust to the store and back to acknowledgements.
+"""The runner: a stage's batches from Kafka to the store and back to acknowledgements.
 
-Offsets are committed only after the stage's database commit. Each event's message is
-held (``incref``) when its batch is taken, so ``take_events``' own acknowledgement does
-not release it; the runner acknowledges a batch once it is stored or dead-lettered. A
-crash between the two replays the batch, which the stage's idempotent write absorbs: the
-database commit must come first, or a crash could move the offset past an event whose
-effect was never stored.
+Offsets are committed only after the stage's database commit. A batch is held when it is
+taken (``source.KafkaSource.hold``: its offsets cannot be committed); the runner
+acknowledges it once it is stored or dead-lettered. A crash between the two replays the
+batch, which the stage's idempotent write absorbs: the database commit must come first,
+or a crash could move the offset past an event whose effect was never stored.
 
 Pipelining: batches run in the executor (by default in fold processes beside the worker)
-while Faust gathers the next ones; at most ``executor.in_flight`` batches are in flight.
-Batches in flight together may finish in any order: the stage locks what each batch
-touches, and Faust commits a partition's offsets only up to its first unacknowledged
-event. One exception: when a stage's result depends on which of two records is stored
-first (``StageSpec.order_key``: for profiles, two copies of one message id, of which the
-first in the log must count), a batch holding a record whose key an earlier batch in
-flight also holds starts only once that batch is stored, and is left unacknowledged if
-that batch was not. Locks alone cannot do it: they keep two such batches apart, but let
-either go first.
+while the source gathers the next ones; at most ``executor.in_flight`` batches are in
+flight. Batches in flight together may finish in any order: the stage locks what each
+batch touches, and a partition's offsets are committed only up to its first
+unacknowledged event (``source.OffsetBook``). One exception: when a stage's result
+depends on which of two records is stored first (``StageSpec.order_key``: for profiles,
+two copies of one message id, of which the first in the log must count), a batch holding
+a record whose key an earlier batch in flight also holds starts only once that batch is
+stored, and is left unacknowledged if that batch was not. Locks alone cannot do it: they
+keep two such batches apart, but let either go first.
 
 Stopping (``streams.pipeline.shutdown``): when the worker is told to stop, ``drain`` gives
 the batches in flight ``DRAIN_GRACE`` seconds to be stored and acknowledged; batches still
@@ -134,22 +133,30 @@ def raw_of(event: Any) -> Raw:
 
 
 class StageRunner:
-    """Runs a stage's batches and acts on their results. Knows nothing of Faust beyond
-    three callables, so its paths are unit-tested against fakes:
+    """Runs a stage's batches and acts on their results. Knows nothing of its source
+    beyond a few callables, so its paths are unit-tested against fakes:
 
-    - ``hold(event)`` keeps an event's offset from being committed (``message.incref``);
-    - ``ack(event)`` releases it (``stream.ack``), after its batch is stored;
+    - ``hold(event)`` keeps an event's offset from being committed, ``ack(event)``
+      releases it after its batch is stored; or, for a source whose batches are raw
+      records tracked per batch (``source.KafkaSource``, what the worker uses),
+      ``hold_batch(batch)`` and ``ack_batch(batch)``;
     - ``crash(exc)`` stops the worker (``app.crash``) without acknowledging.
     """
 
     def __init__(self, spec: StageSpec, executor: Executor, sink: DeadLetterSink,
-                 detector: SystemicFailureDetector, *, hold: Callable[[Any], None],
-                 ack: Callable[[Any], Awaitable[Any]],
+                 detector: SystemicFailureDetector, *,
+                 hold: Callable[[Any], None] | None = None,
+                 ack: Callable[[Any], Awaitable[Any]] | None = None,
                  crash: Callable[[BaseException], Awaitable[None]],
                  clock: Callable[[], datetime] = utc_now,
-                 raw: Callable[[Any], Raw] = raw_of):
+                 raw: Callable[[Any], Raw] = raw_of,
+                 hold_batch: Callable[[Sequence[Any]], None] | None = None,
+                 ack_batch: Callable[[Sequence[Any]], None] | None = None):
         self.spec, self.executor, self.sink, self.detector = spec, executor, sink, detector
         self.hold, self.ack, self.crash, self.clock, self.raw = hold, ack, crash, clock, raw
+        # A source that tracks offsets per batch (``source.KafkaSource``) holds and
+        # acknowledges a batch of raw records at once instead of event by event.
+        self.hold_batch, self.ack_batch = hold_batch, ack_batch
         self.stopping: list[BaseException] = []  # set once failing: act no further
         self.pending: collections.deque[asyncio.Future] = collections.deque()
         # The ``order_key``s of each pending batch's records (only with an order key).
@@ -184,8 +191,11 @@ class StageRunner:
             stored = time.perf_counter()
             for err in (*result.invalid, *result.failed):
                 await self.dead_letter(err)
-            for event in batch:
-                await self.ack(event)
+            if self.ack_batch is not None:
+                self.ack_batch(batch)
+            else:
+                for event in batch:
+                    await self.ack(event)
             acked = time.perf_counter() - stored
             record_batch(self.spec.label, len(batch), result, acked)
             log.debug("%s: batch of %d: %s (acked in %.3fs)", self.spec.label, len(batch),
@@ -213,12 +223,16 @@ class StageRunner:
     async def submit(self, batch: Sequence[Any]) -> None:
         """Hold the batch's events and start running it once fewer than ``in_flight``
         batches are running."""
-        raws = []
-        for event in batch:
-            # Released by ``handle``, after the commit. A batch taken while the worker stops
-            # is held and never run: its offsets stay uncommitted, for the next worker.
-            self.hold(event)
-            raws.append(self.raw(event))
+        # Released by ``handle``, after the commit. A batch taken while the worker stops
+        # is held and never run: its offsets stay uncommitted, for the next worker.
+        if self.hold_batch is not None:
+            self.hold_batch(batch)
+            raws: Sequence[Raw] = batch  # already raw records
+        else:
+            raws = []
+            for event in batch:
+                self.hold(event)
+                raws.append(self.raw(event))
         while not self.draining and len(self.pending) >= self.executor.in_flight:
             head = self.pending[0]
             await asyncio.wait([head])
@@ -272,13 +286,19 @@ class StageRunner:
 
 
 def register_stage(app: Any, settings: Settings, spec: StageSpec) -> None:
-    """Declare ``spec``'s topics and its Faust agent on ``app``: batches of
-    ``settings.batch_size`` taken within ``settings.batch_seconds``, run by a
-    ``StageRunner`` in ``spec.processes`` fold processes."""
+    """Declare ``spec``'s stage on ``app``: a service of the app (started and stopped with
+    the worker) consuming ``spec.topics`` with its own aiokafka consumer in the app's
+    consumer group (``streams.pipeline.source``), in batches of ``settings.batch_size``
+    gathered within ``settings.batch_seconds``, run by a ``StageRunner`` in
+    ``spec.processes`` fold processes. The app's Faust consumer is then not needed by the
+    stage (``create_app`` leaves it off)."""
+    from mode import Service
+
+    from streams.compat import FETCH_MAX_WAIT_MS
     from streams.pipeline.executor import make_executor
     from streams.pipeline.shutdown import exit_if_still_running, track
+    from streams.pipeline.source import KafkaSource, make_consumer
 
-    topics = app.topic(*spec.topics, key_serializer="raw", value_serializer="raw", acks=True)
     dlq = app.topic(settings.topic(settings.topic_dlq), key_serializer="raw",
                     value_serializer="raw")
     detector = SystemicFailureDetector(DlqLimit(
@@ -286,17 +306,48 @@ def register_stage(app: Any, settings: Settings, spec: StageSpec) -> None:
 
     async def crash(exc: BaseException) -> None:
         if isinstance(exc, SystemicFailure):
-            # Shutting down would otherwise wait for this unacknowledged batch forever.
-            app.conf.stream_wait_empty = False
             exit_if_still_running(SYSTEMIC_EXIT_GRACE, "after a systemic failure")
         await app.crash(exc)  # the worker stops and exits non-zero
 
-    async def agent(stream):  # noqa: ANN001 - a faust stream
-        runner = StageRunner(
-            spec, make_executor(settings, spec.factory, spec.processes), FaustTopicSink(dlq),
-            detector, hold=lambda event: event.message.incref(), ack=stream.ack, crash=crash)
-        track(app, runner)  # drained by the worker when it stops (``shutdown``)
-        await runner.run(stream.take_events(settings.batch_size, within=settings.batch_seconds))
+    class StageService(Service):
+        """The stage in the worker: its consumer, its runner and the runner's task."""
 
-    agent.__name__ = agent.__qualname__ = spec.name  # how faust's logs name the agent
-    app.agent(topics, name=spec.name)(agent)
+        source: KafkaSource | None = None
+        task: asyncio.Future | None = None
+
+        async def on_start(self) -> None:
+            source = KafkaSource(
+                make_consumer(settings, settings.consumer_group, spec.name, FETCH_MAX_WAIT_MS),
+                spec.topics, batch_size=settings.batch_size,
+                batch_seconds=settings.batch_seconds,
+                commit_interval=settings.commit_interval, name=spec.name)
+            runner = StageRunner(
+                spec, make_executor(settings, spec.factory, spec.processes),
+                FaustTopicSink(dlq), detector, crash=crash,
+                hold_batch=source.hold, ack_batch=source.ack)
+            source.halted = lambda: runner.draining
+            track(app, runner)  # drained by the worker when it stops (``shutdown``)
+            await source.start()
+            self.source = source
+            self.task = asyncio.ensure_future(self._run(runner, source))
+
+        async def _run(self, runner: StageRunner, source: KafkaSource) -> None:
+            try:
+                await runner.run(source.batches())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the consumer failed: stop the worker
+                log.exception("%s: consuming failed", spec.label)
+                await crash(exc)
+
+        async def on_stop(self) -> None:
+            """After the worker drained the runner: stop consuming, commit what was
+            stored and leave the group."""
+            if self.task is not None:
+                self.task.cancel()
+                await asyncio.gather(self.task, return_exceptions=True)
+            if self.source is not None:
+                await self.source.stop()
+
+    StageService.__name__ = spec.name  # how mode's logs name it (not __qualname__: mode's key)
+    app.service(StageService)

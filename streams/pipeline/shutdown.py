@@ -2,11 +2,12 @@
 its fold processes and its trigger process) within ``SHUTDOWN_BOUND`` seconds, even with a
 batch stuck on a lock or the database gone, and acknowledges nothing it did not store.
 
-Why Faust alone does not. On a stop, Faust's consumer waits, without a time limit, for
-every event it handed out to be acknowledged (``stream_wait_empty``) before the agents are
-stopped. The runner holds a batch's events until the batch is stored, so one batch that
+Why a bound is needed. The runner holds a batch until it is stored, and one batch that
 cannot be stored (a row locked by another session, the database down: waited out by the
-retry policy) kept a worker from stopping at all.
+retry policy) would keep a worker from stopping at all. (When the stage was a Faust agent,
+Faust's consumer also waited without a limit for every event it handed out to be
+acknowledged, ``stream_wait_empty``; the stage now has its own consumer, see
+``streams.pipeline.source``, and the setting is still cleared for any agent.)
 
 What happens instead, in order (``StreamsWorker.on_stop``, before Faust stops the app):
 
@@ -17,9 +18,9 @@ What happens instead, in order (``StreamsWorker.on_stop``, before Faust stops th
 2. every stage runner drains (``StageRunner.drain``): batches in flight get
    ``DRAIN_GRACE`` seconds to be stored and acknowledged, then are cancelled and their
    fold processes killed, unacknowledged; no further batch is run;
-3. Faust no longer waits for unacknowledged events (they belong to batches the runner
-   gave up or never ran), commits what was acknowledged and stops the agents, then the
-   trigger process (which finishes its round within its own grace).
+3. the app stops its services: the stage's (``register_stage``) commits what was
+   acknowledged and leaves the group; then the trigger process (which finishes its round
+   within its own grace).
 """
 
 from __future__ import annotations

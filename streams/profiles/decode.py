@@ -32,6 +32,9 @@ _LABELS = {"anonymous_id": ANONYMOUS_ID, "user_id": USER_ID, "email": EMAIL, "ph
 
 
 def _str(value: object, limit: int = 256) -> str | None:
+    if type(value) is str:  # perf: the common case first
+        value = value.strip()
+        return value[:limit] or None
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int | float):
@@ -132,6 +135,7 @@ def decode_envelope(doc: object, when: datetime | None = None) -> FoldEvent | In
     source, channel = derive_source_channel(doc)
     device_ctx = _dict(context.get("device"))
     os_ctx = _dict(context.get("os"))
+    browser = _dict(context.get("browser"))
     device = {k: v for k, v in (
         ("id", _str(device_ctx.get("id"))),
         ("type", _str(device_ctx.get("type"), 64)),
@@ -139,19 +143,21 @@ def decode_envelope(doc: object, when: datetime | None = None) -> FoldEvent | In
         ("model", _str(device_ctx.get("model"), 64)),
         ("os", _str(os_ctx.get("name"), 64)),
         # Web events: the browser the collector read from the user agent.
-        ("browser", _str(_dict(context.get("browser")).get("name"), 64)),
-    ) if v}
+        ("browser", _str(browser.get("name"), 64)),
+    ) if v} if device_ctx or os_ctx or browser else {}
     tz = _str(context.get("timezone"), 64)
     group_id = _str(doc.get("groupId")) if kind == "group" else None
     if kind == "group" and group_id is None:
         return InvalidEvent("groupId: missing (a group call names the account)")
     event_name = _str(doc.get("event")) if kind == "track" else _str(doc.get("name"))
-    item = None
-    for name in ("product_id", "item_id", "sku", "content_id", "post_id"):
-        item = _str(properties.get(name), 128)
-        if item:
-            break
-    category = _str(properties.get("category"), 128) or _str(properties.get("genre"), 128)
+    item = category = None
+    if properties:
+        for name in ("product_id", "item_id", "sku", "content_id", "post_id"):
+            item = _str(properties.get(name), 128)
+            if item:
+                break
+        category = _str(properties.get("category"), 128) or \
+            _str(properties.get("genre"), 128)
     return FoldEvent(
         message_id=message_id, time=iso(when), type=kind,
         identifiers=extract_identifiers(doc), source=source, channel=channel,

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from streams.events.derive import claimed_message_id
 from streams.events.models import InvalidRecord
 from streams.events.topics import TopicKinds
-from streams.events.validate import Limits, validate_record
+from streams.events.validate import Limits, check_record
 from streams.pipeline.stage import Raw
 from streams.profiles.decode import decode_envelope
 from streams.profiles.models import FoldEvent, InvalidEvent
@@ -28,11 +28,11 @@ def decode(record: Raw, kinds: TopicKinds | None = None,
     topic, partition, offset, key, value = record[:5]
     stamp = record[5] if len(record) > 5 else None
     appended = datetime.fromtimestamp(stamp, UTC) if stamp else None
-    checked = validate_record(topic, partition, offset, key, value, kinds=kinds,
-                              limits=limits, appended_at=appended)
+    checked = check_record(topic, partition, offset, key, value, kinds=kinds, limits=limits,
+                           appended_at=appended)
     if isinstance(checked, InvalidRecord):
         return checked
-    folded = decode_envelope(checked.payload, checked.event_time)
+    folded = decode_envelope(checked[0], checked[1])
     if isinstance(folded, InvalidEvent):
         return InvalidRecord(topic, partition, offset, key, value, folded.reason, None)
     return folded

@@ -1,0 +1,327 @@
+"""A stage's records straight from aiokafka: batches of raw records, their offsets
+committed only once stored.
+
+Why not a Faust agent. Measured per event (``docs/pipeline.md``), Faust's consumer path
+(its fetcher, an Event and a Message object per record, acknowledgements, offset
+tracking per message) cost the worker about 70 µs of CPU, as much as the fold itself,
+where ``AIOKafkaConsumer.getmany`` returning raw bytes costs about 2. So the stage
+consumes with its own ``AIOKafkaConsumer`` in the consumer group of the Faust app
+(``settings.consumer_group``: the group whose committed offsets the ops dashboard reads),
+inside the Faust application: ``StageService`` is a service of the app, started and
+stopped with it by ``streams worker``.
+
+Offsets (``OffsetBook``). A batch holds, per partition, the span of offsets it read.
+Spans of a partition are kept in the order they were read; when a batch is stored (or
+dead-lettered) its spans are marked done, and a partition's offset to commit moves to
+the end of its longest done prefix: never past an event of an unfinished batch, even
+though batches in flight finish in any order. The ready offsets are committed every
+``settings.commit_interval`` seconds, when partitions are revoked, and when the stage
+stops.
+
+Rebalances (``on_partitions_revoked``). aiokafka's protocol is eager: every rebalance
+revokes every partition, and a partition assigned again is read from its committed
+offset. So on a revocation the records gathered but not yet in a batch are dropped, the
+batches in flight get ``REVOKE_GRACE`` seconds to be stored, what they stored is
+committed, and the book forgets the revoked partitions: a batch still running after
+that (the database is down) commits nothing when it ends, and its events are read again
+by whoever holds the partition next (the stage's writes are idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+log = logging.getLogger(__name__)
+
+# How long a revocation waits for the batches in flight of the revoked partitions to be
+# stored before giving them up (their offsets then stay uncommitted).
+REVOKE_GRACE = 10.0
+# How long one getmany waits for a first record (then the loop looks again).
+IDLE_POLL_MS = 500
+
+
+class Batch(list):
+    """Raw records (``streams.pipeline.stage.Raw`` tuples) read together, with the span
+    of offsets they cover per partition (``spans``: partition -> [first, last])."""
+
+    __slots__ = ("spans", "held")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spans: dict[TopicPartition, list[int]] = {}
+        self.held: list[tuple[TopicPartition, collections.deque, list]] = []
+
+    def add(self, tp: TopicPartition, records: list[Any]) -> None:
+        """Append aiokafka ``ConsumerRecord``s of partition ``tp`` (in offset order)."""
+        if not records:
+            return
+        self.extend([(r.topic, r.partition, r.offset, r.key, r.value,
+                      r.timestamp / 1000.0 if r.timestamp is not None and r.timestamp >= 0
+                      else None) for r in records])
+        span = self.spans.get(tp)
+        if span is None:
+            self.spans[tp] = [records[0].offset, records[-1].offset]
+        else:
+            span[1] = records[-1].offset
+
+
+class OffsetBook:
+    """Which offsets of each assigned partition may be committed (see the module
+    docstring). Not thread-safe; used from the worker's event loop only."""
+
+    def __init__(self) -> None:
+        # Per assigned partition, the spans held in read order: [last offset, done].
+        self.queues: dict[TopicPartition, collections.deque[list]] = {}
+        self.ready: dict[TopicPartition, int] = {}  # next offset to read, not committed yet
+        self.progress = asyncio.Event()  # set whenever a batch is acknowledged
+
+    def assign(self, tps: Iterable[TopicPartition]) -> None:
+        for tp in tps:
+            self.queues.setdefault(tp, collections.deque())
+
+    def forget(self, tps: Iterable[TopicPartition]) -> int:
+        """Stop tracking ``tps``; returns how many of their spans were unfinished."""
+        left = 0
+        for tp in tps:
+            q = self.queues.pop(tp, None)
+            left += len(q) if q else 0
+            self.ready.pop(tp, None)
+        return left
+
+    def unfinished(self, tps: Iterable[TopicPartition]) -> int:
+        return sum(len(self.queues.get(tp) or ()) for tp in tps)
+
+    def hold(self, batch: Batch) -> None:
+        """Track ``batch``'s spans (of the partitions still assigned) until ``ack``."""
+        held = batch.held
+        for tp, (_first, last) in batch.spans.items():
+            q = self.queues.get(tp)
+            if q is None:  # revoked since it was read: its offsets are not ours to commit
+                continue
+            span = [last, False]
+            q.append(span)
+            held.append((tp, q, span))
+
+    def ack(self, batch: Batch) -> None:
+        """``batch`` is stored: move each of its partitions' ready offset to the end of
+        the partition's done prefix. A partition forgotten since has no effect."""
+        queues, ready = self.queues, self.ready
+        for tp, q, span in batch.held:
+            span[1] = True
+            if queues.get(tp) is not q:
+                continue
+            while q and q[0][1]:
+                ready[tp] = q.popleft()[0] + 1
+        batch.held = []
+        self.progress.set()
+
+    def take(self, tps: Iterable[TopicPartition] | None = None) -> dict[TopicPartition, int]:
+        """The ready offsets (of ``tps``, or all), removed from the book."""
+        if tps is None:
+            taken, self.ready = self.ready, {}
+            return taken
+        return {tp: self.ready.pop(tp) for tp in list(tps) if tp in self.ready}
+
+    def put_back(self, offsets: dict[TopicPartition, int]) -> None:
+        """Offsets whose commit failed, to be tried again (if still assigned)."""
+        for tp, offset in offsets.items():
+            if tp in self.queues:
+                self.ready[tp] = max(offset, self.ready.get(tp, offset))
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, source: KafkaSource):
+        self.source = source
+
+    async def on_partitions_revoked(self, revoked):  # noqa: ANN001 - aiokafka's
+        await self.source.revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned):  # noqa: ANN001 - aiokafka's
+        self.source.assigned(set(assigned))
+
+
+class KafkaSource:
+    """The stage's consumer: batches of raw records (``batches``), ``hold``/``ack`` for
+    the runner, and the offset commits (see the module docstring)."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, topics: Iterable[str], *, batch_size: int,
+                 batch_seconds: float, commit_interval: float, name: str = "stage",
+                 revoke_grace: float = REVOKE_GRACE,
+                 halted: Callable[[], bool] = lambda: False):
+        self.consumer, self.topics, self.name = consumer, tuple(topics), name
+        # True once the runner drains (the worker stops): a revocation then waits for no
+        # batch (none will run).
+        self.halted = halted
+        self.batch_size, self.batch_seconds = batch_size, batch_seconds
+        self.commit_interval, self.revoke_grace = commit_interval, revoke_grace
+        self.book = OffsetBook()
+        self.epoch = 0  # moved by every revocation: a batch being gathered is dropped
+        self.stopping = False
+        self._committer: asyncio.Task | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.consumer.start()
+        self.consumer.subscribe(self.topics, listener=_Listener(self))
+        self._committer = asyncio.ensure_future(self._commit_every())
+        log.info("%s: consuming %s as group %s", self.name, ", ".join(self.topics),
+                 self.consumer._group_id)  # noqa: SLF001 - for the log line only
+
+    async def stop(self) -> None:
+        """Commit what was stored, then leave the group. Blocks while the broker
+        answers (the worker's shutdown deadline bounds it)."""
+        self.stopping = True
+        if self._committer is not None:
+            self._committer.cancel()
+            await asyncio.gather(self._committer, return_exceptions=True)
+        await self.commit()
+        await self.consumer.stop()
+
+    # --- the runner's side ----------------------------------------------------------------
+    def hold(self, batch: Batch) -> None:
+        self.book.hold(batch)
+
+    def ack(self, batch: Batch) -> None:
+        self.book.ack(batch)
+
+    async def batches(self) -> AsyncIterator[Batch]:
+        """Batches of up to ``batch_size`` records, each gathered for at most
+        ``batch_seconds`` after its first record, interleaving the partitions. Runs
+        until cancelled.
+
+        Interleaving: ``getmany`` hands over what was fetched partition by partition
+        (up to a fetch's worth of each, thousands of records), so batches cut from it
+        in order would each hold one partition's records, and one person's events
+        (spread over topics) would be folded out of their order, which costs the fold a
+        replay of the person's stored events. So what ``getmany`` returns waits in a
+        buffer per partition, and each batch takes an equal share from every partition
+        that has records (as Faust's consumer interleaved them).
+
+        What ``getmany`` returns belongs to the assignment current when it returns
+        (aiokafka returns nothing while a reassignment is in progress and drops what it
+        fetched for an earlier one); what was buffered before a revocation does not
+        (the partitions are read again from their committed offsets), so it is
+        dropped."""
+        size, within = self.batch_size, self.batch_seconds
+        getmany = self.consumer.getmany
+        pending: dict[TopicPartition, list] = {}  # fetched, not yet in a batch
+        buffered = 0
+        epoch = self.epoch
+
+        async def fetch(timeout_ms: int) -> None:
+            nonlocal buffered, epoch
+            got = await getmany(timeout_ms=timeout_ms)
+            if epoch != self.epoch:  # revoked meanwhile: the buffer is stale
+                pending.clear()
+                buffered, epoch = 0, self.epoch
+            for tp, records in got.items():
+                if records:
+                    pending.setdefault(tp, []).extend(records)
+                    buffered += len(records)
+
+        while not self.stopping:
+            if buffered < size:
+                await fetch(0 if buffered else IDLE_POLL_MS)
+                if not buffered:
+                    continue
+            deadline = time.monotonic() + within
+            while buffered < size:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                await fetch(max(1, int(left * 1000)))
+            if epoch != self.epoch:  # revoked while the last batch was handed over
+                pending.clear()
+                buffered, epoch = 0, self.epoch
+            if not buffered:
+                continue
+            batch = Batch()
+            room = size
+            while room and pending:
+                share = max(1, room // len(pending))
+                for tp in list(pending):
+                    records = pending[tp]
+                    take = records[:min(share, room)]
+                    batch.add(tp, take)
+                    room -= len(take)
+                    if len(take) == len(records):
+                        del pending[tp]
+                    else:
+                        del records[:len(take)]
+                    if not room:
+                        break
+            buffered -= len(batch)
+            yield batch
+
+    # --- commits and rebalances -----------------------------------------------------------
+    async def commit(self, tps: Iterable[TopicPartition] | None = None) -> None:
+        """Commit the ready offsets (of ``tps``, or all); on failure keep them for the
+        next try. Never raises for a broker or group error."""
+        offsets = self.book.take(tps)
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in
+                                        offsets.items()})
+        except (KafkaError, AssertionError) as exc:
+            # IllegalStateError (a partition no longer assigned) is a KafkaError too.
+            log.warning("%s: committing offsets failed (%s); trying again later",
+                        self.name, exc.__class__.__name__)
+            self.book.put_back(offsets)
+
+    async def _commit_every(self) -> None:
+        while True:
+            await asyncio.sleep(self.commit_interval)
+            await self.commit()
+
+    def assigned(self, tps: set[TopicPartition]) -> None:
+        self.book.assign(tps)
+        log.info("%s: assigned %d partition(s)", self.name, len(tps))
+
+    async def revoked(self, tps: set[TopicPartition]) -> None:
+        """Drop what was read and not yet held, give the batches in flight of ``tps``
+        ``revoke_grace`` seconds, commit what they stored, and forget ``tps``."""
+        if not tps:
+            return  # a first join revokes nothing
+        self.epoch += 1
+        deadline = time.monotonic() + self.revoke_grace
+        while not self.stopping and not self.halted() and self.book.unfinished(tps):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.book.progress.clear()
+            try:
+                await asyncio.wait_for(self.book.progress.wait(), left)
+            except TimeoutError:
+                break
+        await self.commit(tps)
+        left = self.book.forget(tps)
+        if left:
+            log.warning("%s: %d batch span(s) of revoked partitions not stored within "
+                        "%.0fs; left uncommitted, they will be read again", self.name, left,
+                        self.revoke_grace)
+
+
+def make_consumer(settings: Any, group: str, client_id: str,
+                  fetch_max_wait_ms: int) -> AIOKafkaConsumer:
+    """The stage's consumer: in ``group``, offsets committed by hand, from the earliest
+    record of a partition the group never committed."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=group, client_id=client_id,
+        enable_auto_commit=False, auto_offset_reset="earliest",
+        fetch_max_wait_ms=fetch_max_wait_ms,
+        # The session and rebalance times the Faust consumer had (its defaults), so that a
+        # busy machine's slow heartbeat does not cost the group a rebalance.
+        session_timeout_ms=60_000, heartbeat_interval_ms=3_000, rebalance_timeout_ms=60_000,
+        # One batch is one database transaction, which can wait on a slow disk.
+        max_poll_interval_ms=300_000)
+

@@ -1,0 +1,208 @@
+"""The worker's own consumption (``streams.pipeline.source``): which offsets may be
+committed while batches finish out of order, and what a revocation commits."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+from aiokafka import TopicPartition
+
+from streams.pipeline.source import Batch, KafkaSource, OffsetBook
+
+A, B = TopicPartition("t", 0), TopicPartition("t", 1)
+
+
+def record(tp: TopicPartition, offset: int, timestamp: int | None = 1_700_000_000_000):
+    return SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=offset,
+                           key=b"k", value=b"{}", timestamp=timestamp)
+
+
+def batch(*parts: tuple[TopicPartition, range]) -> Batch:
+    out = Batch()
+    for tp, offsets in parts:
+        out.add(tp, [record(tp, o) for o in offsets])
+    return out
+
+
+def test_a_batch_is_raw_records_with_the_span_of_each_partition():
+    b = batch((A, range(3, 6)), (B, range(10, 12)), (A, range(6, 8)))
+    assert b.spans == {A: [3, 7], B: [10, 11]}
+    assert b[0] == ("t", 0, 3, b"k", b"{}", 1_700_000_000.0)
+    none = Batch()
+    none.add(A, [record(A, 1, timestamp=-1)])
+    assert none[0][5] is None  # no Kafka time: the record's time is unknown
+
+
+def test_offsets_move_only_past_batches_stored_in_order_of_reading():
+    book = OffsetBook()
+    book.assign([A, B])
+    first, second, third = batch((A, range(0, 5))), batch((A, range(5, 9)), (B, range(0, 2))), \
+        batch((A, range(9, 12)))
+    for b in (first, second, third):
+        book.hold(b)
+    book.ack(third)  # finished first: nothing before it is stored yet
+    assert book.take() == {}
+    book.ack(second)
+    assert book.take() == {B: 2}  # B's only batch is stored; A still waits on the first
+    book.ack(first)
+    assert book.take() == {A: 12}  # the first, then the two already done
+    assert book.unfinished([A, B]) == 0
+
+
+def test_a_revoked_partition_forgets_its_batches_and_a_late_ack_commits_nothing():
+    book = OffsetBook()
+    book.assign([A])
+    late = batch((A, range(0, 5)))
+    book.hold(late)
+    assert book.forget([A]) == 1
+    book.assign([A])  # assigned again: read again from the committed offset
+    again = batch((A, range(0, 3)))
+    book.hold(again)
+    book.ack(late)  # the abandoned batch ends: its offsets are not this assignment's
+    assert book.take() == {}
+    book.ack(again)
+    assert book.take() == {A: 3}
+
+
+def test_a_batch_of_a_partition_no_longer_assigned_is_not_tracked():
+    book = OffsetBook()
+    book.assign([B])
+    b = batch((A, range(0, 2)), (B, range(0, 2)))
+    book.hold(b)
+    book.ack(b)
+    assert book.take() == {B: 2}
+
+
+def test_failed_commits_are_put_back_unless_revoked_meanwhile():
+    book = OffsetBook()
+    book.assign([A, B])
+    book.put_back({A: 4})
+    book.forget([B])
+    book.put_back({B: 9})
+    assert book.take() == {A: 4}
+
+
+class FakeConsumer:
+    def __init__(self):
+        self.commits: list[dict] = []
+        self._group_id = "g"
+
+    async def commit(self, offsets):
+        self.commits.append({tp: meta.offset for tp, meta in offsets.items()})
+
+
+async def test_a_revocation_waits_for_the_batches_in_flight_then_commits_what_they_stored():
+    consumer = FakeConsumer()
+    source = KafkaSource(consumer, ["t"], batch_size=10, batch_seconds=0.1,
+                         commit_interval=60, revoke_grace=5)
+    source.assigned({A, B})
+    running = batch((A, range(0, 4)))
+    source.hold(running)
+    revoking = asyncio.ensure_future(source.revoked({A, B}))
+    await asyncio.sleep(0.05)
+    assert not revoking.done()  # waiting for the batch in flight
+    source.ack(running)
+    await asyncio.wait_for(revoking, 2)
+    assert consumer.commits == [{A: 4}]
+    assert source.book.queues == {}
+
+
+async def test_a_revocation_gives_up_a_stuck_batch_after_the_grace_uncommitted():
+    consumer = FakeConsumer()
+    source = KafkaSource(consumer, ["t"], batch_size=10, batch_seconds=0.1,
+                         commit_interval=60, revoke_grace=0.2)
+    source.assigned({A})
+    done, stuck = batch((A, range(0, 3))), batch((A, range(3, 6)))
+    source.hold(done)
+    source.hold(stuck)
+    source.ack(done)
+    epoch = source.epoch
+    await asyncio.wait_for(source.revoked({A}), 2)
+    assert consumer.commits == [{A: 3}]  # up to the stuck batch, not past it
+    assert source.epoch == epoch + 1  # what was being gathered is dropped
+    source.ack(stuck)  # ends after the revocation: commits nothing
+    await source.commit()
+    assert consumer.commits == [{A: 3}]
+
+
+class ScriptedConsumer(FakeConsumer):
+    """``getmany`` answers from a script; an entry may be a callable run first (a
+    rebalance happening while the call waits)."""
+
+    def __init__(self, script):
+        super().__init__()
+        self.script = list(script)
+
+    async def getmany(self, timeout_ms, max_records=None):
+        while self.script:
+            step = self.script.pop(0)
+            if callable(step):
+                await step()
+                continue
+            return step
+        await asyncio.sleep(timeout_ms / 1000)  # nothing more: the wait runs out
+        return {}
+
+
+async def test_what_was_gathered_before_a_revocation_is_dropped_what_came_after_kept():
+    source = None
+
+    async def rebalance():
+        await source.revoked({A})
+        source.assigned({A})
+
+    consumer = ScriptedConsumer([
+        {A: [record(A, 0), record(A, 1)]},  # gathered, then the partition is revoked
+        rebalance,
+        {A: [record(A, 0)]},  # read again from the committed offset
+        {A: [record(A, 1), record(A, 2)]},
+    ])
+    source = KafkaSource(consumer, ["t"], batch_size=3, batch_seconds=5, commit_interval=60)
+    source.assigned({A})
+    gathered = await asyncio.wait_for(anext(source.batches()), 2)
+    assert [r[2] for r in gathered] == [0, 1, 2] and gathered.spans == {A: [0, 2]}
+
+
+async def test_a_batch_takes_an_equal_share_of_every_partition_fetched():
+    consumer = ScriptedConsumer([{A: [record(A, o) for o in range(10)],
+                                  B: [record(B, o) for o in range(4)]}])
+    source = KafkaSource(consumer, ["t"], batch_size=6, batch_seconds=0.05,
+                         commit_interval=60)
+    source.assigned({A, B})
+    batches = source.batches()
+    first = await asyncio.wait_for(anext(batches), 2)
+    assert first.spans == {A: [0, 2], B: [0, 2]}
+    second = await asyncio.wait_for(anext(batches), 2)
+    assert second.spans == {A: [3, 7], B: [3, 3]}  # B's last, then A's next
+    third = await asyncio.wait_for(anext(batches), 2)
+    assert third.spans == {A: [8, 9]}
+
+
+async def test_records_buffered_before_a_revocation_are_never_batched():
+    source = None
+    consumer = ScriptedConsumer([{A: [record(A, o) for o in range(4)]}])
+    source = KafkaSource(consumer, ["t"], batch_size=2, batch_seconds=0.05,
+                         commit_interval=60)
+    source.assigned({A})
+    batches = source.batches()
+    first = await asyncio.wait_for(anext(batches), 2)
+    assert first.spans == {A: [0, 1]}
+    await source.revoked({A})  # while the first batch is handed over
+    source.assigned({A})
+    consumer.script.append({A: [record(A, 0)]})  # read again from the committed offset
+    again = await asyncio.wait_for(anext(batches), 2)
+    assert again.spans == {A: [0, 0]}
+
+
+async def test_records_returned_by_the_call_spanning_the_first_join_are_kept():
+    source = None
+
+    async def first_join():
+        await source.revoked(set())
+        source.assigned({A})
+
+    consumer = ScriptedConsumer([first_join, {A: [record(A, 0)]}])
+    source = KafkaSource(consumer, ["t"], batch_size=1, batch_seconds=5, commit_interval=60)
+    gathered = await asyncio.wait_for(anext(source.batches()), 2)
+    assert [r[2] for r in gathered] == [0]

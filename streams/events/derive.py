@@ -7,6 +7,7 @@ when it reads one (see schemas/README.md, "Source and social channel").
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -160,13 +161,29 @@ def message_id_for_record(value: bytes) -> str:
     return str(uuid.UUID(bytes=digest[:16], version=5))
 
 
+_CLAIM = b'"messageId"'
+# The common shape after the key: a plain string (no escapes), read without parsing.
+_PLAIN_CLAIM = re.compile(rb'\s*:\s*"([^"\\]*)"')
+
+
 def claimed_message_id(value: bytes | None) -> str | None:
     """The messageId a record's value claims, as the stages read it (a string or number,
     trimmed), or None when it claims none (its id is then derived from its bytes, so only
     an identical copy shares it) or is not a JSON object. Does not validate the record:
-    for telling which records may be copies of one event. Pure."""
+    for telling which records may be copies of one event. Pure.
+
+    Cheap where it can be (the worker asks it of every record): when the key occurs once
+    and holds a plain string, that string is read without parsing the record. That may
+    name a key for a record that turns out not to be valid JSON, or whose only
+    ``messageId`` is nested: such a key can only make the runner order two batches it did
+    not need to, never leave two copies unordered."""
     if not value:
         return None
+    at = value.find(_CLAIM)
+    if at >= 0 and value.find(_CLAIM, at + len(_CLAIM)) < 0:
+        plain = _PLAIN_CLAIM.match(value, at + len(_CLAIM))
+        if plain is not None:
+            return plain.group(1).decode("utf-8", "replace").strip() or None
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError:

@@ -27,3 +27,20 @@ def test_the_claimed_message_id(value, claimed):
 @pytest.mark.parametrize("value", [None, b"", b"not json", b"[1, 2]", b'"m-1"'])
 def test_a_record_that_is_not_an_event_claims_nothing(value):
     assert claimed_message_id(value) is None
+
+
+@pytest.mark.parametrize("value", [
+    b'{"messageId":"m-1","type":"page"}',  # the plain string, read without parsing
+    b'{"type":"page", "messageId" :  " m-1\\t"}',
+    b'{"messageId":"m\\u002d1"}',  # an escape: parsed
+    b'{"properties":{"messageId":"other"},"messageId":"m-1"}',  # twice: parsed
+])
+def test_every_spelling_of_one_claim_is_one_key(value):
+    assert claimed_message_id(value) == "m-1"
+
+
+def test_a_nested_claim_alone_may_order_but_never_splits_copies():
+    # Read without parsing, a nested key names a key; the parsed record claims none. Both
+    # copies of it get the same key, so at worst two batches are ordered needlessly.
+    value = b'{"properties":{"messageId":"x"}}'
+    assert claimed_message_id(value) == claimed_message_id(value) == "x"

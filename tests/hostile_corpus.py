@@ -24,6 +24,10 @@ ZERO_WIDTH = "zero\u200bwidth\u200d"
 EMOJI = "\U0001f600 \U0001f468\u200d\U0001f469\u200d\U0001f467 \U0001f1fa\U0001f1f8"
 COMBINING = "Z\u0335\u0322a\u0336\u0301l\u0338g\u0335o\u0301"
 HUGE_TEXT = "lorem ipsum " * 2000  # 24,000 characters: big, under the 32 KB event limit
+# Pieces of the hostile people's data above: never in a reason, a log line or an error
+# body (tests/leak_scan.py registers them for the session's scan).
+PERSON_DATA = ("eeeeeeeeee", "uuuuuuuuuu", "INFO forged", "dddddddddd", "cccccccccc",
+               "4915550", "\u202eexe.evil", "zero\u200bwidth")
 
 
 def nested(levels: int, leaf: object = "x") -> object:

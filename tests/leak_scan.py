@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import re
 import shutil
 import threading
@@ -185,6 +186,11 @@ class Recorder:
         self.files_registered = 0
         self._records = None
         self.handler = _ScanHandler(self)
+        # A fork while another thread writes a record must not leave the child's lock held.
+        os.register_at_fork(after_in_child=self._reinit_lock)
+
+    def _reinit_lock(self) -> None:
+        self._lock = threading.Lock()
 
     def start(self) -> None:
         if self.directory.exists():

@@ -65,15 +65,15 @@ def pytest_runtest_logreport(report):
 
 
 def _whole_suite(session) -> bool:
-    """The run collected the whole suite: no path narrower than tests/, no -k, -m or
-    deselection, and every collected test ran."""
+    """The run was the whole suite: no path narrower than tests/, no -k, -m, deselection
+    or --lf, and no test failed (-x stops at the first)."""
     config = session.config
     tests_dir = os.path.dirname(os.path.abspath(__file__))
     args = [os.path.abspath(a.split("::")[0]) for a in config.args]
     narrowed = any(not tests_dir.startswith(a) for a in args)
-    selected = config.option.keyword or config.option.markexpr or config.option.deselect
-    return not narrowed and not selected and not session.testsfailed and \
-        session.testscollected > 500
+    selected = config.option.keyword or config.option.markexpr or config.option.deselect \
+        or config.getoption("lf", False)
+    return not narrowed and not selected and not session.testsfailed
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -93,9 +93,10 @@ def test_a_run_that_read_too_little_fails():
     problems = coverage_problems(empty, whole_suite=True, spawned=True)
     assert any("0 subprocess log sources" in p for p in problems)
     assert any("0 http error body sources" in p for p in problems)
+    assert any("0 pytest log lines" in p for p in problems)
     enough = Coverage()
-    for kind, floor in leak_scan.FLOORS.items():
-        enough.sources[kind] = floor
+    for kind, measure, floor in leak_scan.FLOORS:
+        getattr(enough, measure)[kind] = floor
     assert coverage_problems(enough, whole_suite=True, spawned=True) == []
 
 

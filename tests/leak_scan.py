@@ -34,6 +34,7 @@ and the terminal.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -50,7 +51,9 @@ import orjson
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
-SESSION_DIR = ARTIFACTS / "leak-scan"
+# One folder a session (two sessions in one tree must not clear each other's).
+SCAN_ROOT = ARTIFACTS / "leak-scan"
+SESSION_DIR = SCAN_ROOT / f"session-{os.getpid()}"
 SUMMARY_FILE = ARTIFACTS / "leak-scan.txt"
 
 # A test's address at a reserved testing TLD (RFC 2606): every person the tests make.
@@ -155,6 +158,16 @@ KINDS = ("pytest log", "subprocess log", "subprocess stderr", "captured stderr",
          "http error body")
 
 
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class _ScanHandler(logging.Handler):
     """Root handler writing every record, formatted with its traceback, to the recorder."""
 
@@ -193,9 +206,12 @@ class Recorder:
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        if self.directory.exists():
-            shutil.rmtree(self.directory)
-        (self.directory / "files").mkdir(parents=True)
+        """Make this session's folder; clear those of sessions no longer running."""
+        for old in self.directory.parent.glob("session-*"):
+            pid = old.name.removeprefix("session-")
+            if old != self.directory and (not pid.isdigit() or not _running(int(pid))):
+                shutil.rmtree(old, ignore_errors=True)
+        (self.directory / "files").mkdir(parents=True, exist_ok=True)
         self._records = open(self.directory / "records.jsonl", "ab", buffering=0)  # noqa: SIM115
 
     def close(self) -> None:
@@ -419,16 +435,26 @@ def _error_source(method: str, url: object, status: int) -> str:
 def _hook_aiohttp(recorder: Recorder) -> None:
     from aiohttp import ClientResponse
 
-    original = ClientResponse.read
+    original_read = ClientResponse.read
+    original_exit = ClientResponse.__aexit__
 
     async def read(self):
-        body = await original(self)
-        if self.status >= 400:
+        body = await original_read(self)
+        if self.status >= 400 and not getattr(self, "scan_recorded", False):
+            self.scan_recorded = True
             recorder.add_text("http error body", _error_source(self.method, self.url,
                                                                self.status), body)
         return body
 
+    async def aexit(self, exc_type, exc, tb):
+        # An error body the test only checked the status of is scanned all the same.
+        if exc_type is None and self.status >= 400 and not getattr(self, "scan_recorded", False):
+            with contextlib.suppress(Exception):
+                await read(self)
+        return await original_exit(self, exc_type, exc, tb)
+
     ClientResponse.read = read
+    ClientResponse.__aexit__ = aexit
 
 
 def _hook_requests(recorder: Recorder) -> None:

@@ -120,7 +120,10 @@ async def test_the_session_hooks_see_subprocess_stderr_and_error_bodies():
         for status in (200, 404, 503):
             resp = await client.get("/", params={"status": status})
             assert (await resp.json())["said"] == f"{marker}-{status}"
+        async with client.get("/", params={"status": 401}) as resp:
+            assert resp.status == 401  # its body never read by the test: scanned anyway
     records = (leak_scan.SESSION_DIR / "records.jsonl").read_text()
     assert f"{marker}-err" in records and f"{marker}-out" not in records
     assert f"{marker}-404" in records and f"{marker}-503" in records
+    assert f"{marker}-401" in records
     assert f"{marker}-200" not in records

@@ -21,13 +21,87 @@ from pydantic import SecretStr
 
 from streams.infra.procs import stop_session
 from streams.settings import Settings, load_settings
+from tests import leak_scan
 from tests.helpers import API_FORGET_TOKEN, API_READ_TOKEN, FORGET_KEY, child_env, unique
+from tests.leak_scan import RECORDER, register_settings
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
         if "/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+# --- the whole-suite scan for secrets and people's data (tests/leak_scan.py) ------------
+
+
+def pytest_configure(config):
+    if config.option.collectonly:
+        return
+    RECORDER.start()
+    leak_scan.install_hooks(RECORDER)
+    from tests import event_strategies, hostile_corpus
+
+    leak_scan.register_person(*event_strategies.PERSON_DATA, *hostile_corpus.PERSON_DATA)
+    # The test session's own credentials, known before any settings are made.
+    leak_scan.register_secrets([API_READ_TOKEN, API_FORGET_TOKEN, FORGET_KEY])
+    config.leak_scan = {"ran": False}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    RECORDER.test = item.nodeid
+    yield
+    RECORDER.flush_files()  # the test's fixtures have stopped its processes by now
+    RECORDER.test = ""
+
+
+def pytest_runtest_logreport(report):
+    # pytest's capture of this process's standard error: children that inherit it (fold
+    # processes, commands run without a pipe) write there.
+    for name, content in report.sections:
+        if name == f"Captured stderr {report.when}" and content:
+            RECORDER.add_text("captured stderr", f"stderr during {report.when}", content)
+
+
+def _whole_suite(session) -> bool:
+    """The run was the whole suite: no path narrower than tests/, no -k, -m, deselection
+    or --lf, and no test failed (-x stops at the first)."""
+    config = session.config
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    args = [os.path.abspath(a.split("::")[0]) for a in config.args]
+    narrowed = any(not tests_dir.startswith(a) for a in args)
+    selected = config.option.keyword or config.option.markexpr or config.option.deselect \
+        or config.getoption("lf", False)
+    return not narrowed and not selected and not session.testsfailed
+
+
+def pytest_sessionfinish(session, exitstatus):
+    state = getattr(session.config, "leak_scan", None)
+    if state is None or not session.testscollected:
+        return
+    RECORDER.close()
+    hits, coverage = RECORDER.scan()
+    problems = leak_scan.coverage_problems(coverage, _whole_suite(session),
+                                           spawned=bool(RECORDER.files_registered))
+    report = leak_scan.summary(hits, coverage, problems)
+    leak_scan.SUMMARY_FILE.parent.mkdir(parents=True, exist_ok=True)
+    leak_scan.SUMMARY_FILE.write_text(report)
+    state.update(ran=True, report=report, failed=bool(hits or problems))
+    if hits or problems:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    state = getattr(config, "leak_scan", None)
+    if not state or not state["ran"]:
+        return
+    title = "leak scan FAILED" if state["failed"] else "leak scan"
+    terminalreporter.write_sep("=", title, red=state["failed"], green=not state["failed"])
+    terminalreporter.write(state["report"])
+    where = leak_scan.SUMMARY_FILE.relative_to(leak_scan.REPO)
+    terminalreporter.write_line(f"(summary in {where}; the texts scanned in "
+                                f"{leak_scan.SESSION_DIR.relative_to(leak_scan.REPO)}/)")
 
 
 @pytest.fixture(scope="session")
@@ -63,6 +137,7 @@ def session_settings(infra_settings: Settings) -> Settings:
                 "forget_key": SecretStr(FORGET_KEY)}
     )
     db.upgrade(settings)
+    register_settings(settings)
     yield settings
     admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
     admin.close()
@@ -81,7 +156,9 @@ def make_settings(session_settings: Settings):
             "batch_seconds": 0.2,
         }
         values.update(overrides)
-        return session_settings.model_copy(update=values)
+        made = session_settings.model_copy(update=values)
+        register_settings(made)
+        return made
 
     return make
 
@@ -93,6 +170,7 @@ def spawn_worker(tmp_path):
 
     def spawn(settings: Settings, name: str = "worker") -> subprocess.Popen:
         log = open(tmp_path / f"{name}-{len(procs)}.log", "wb")
+        RECORDER.add_file(tmp_path / f"{name}-{len(procs)}.log", f"streams worker ({name})")
         proc = subprocess.Popen(
             [sys.executable, "-m", "streams", "worker"], env=child_env(settings),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

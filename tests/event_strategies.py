@@ -31,6 +31,9 @@ EXTERNAL = [("facebook", "fb-1"), ("x", "tw-1"), ("twitter_id", "tw-2"),
             ("instagram_handle", "@Ann"), ("instagram_handle", "ann"),
             ("twitter_handle", "@Bob"), ("linkedin", "li-1"), ("crm_id", "c-1"),
             ("crm_id", "c-2"), ("Loyalty Card", "L-9"), ("crm_id", "NULL")]
+# People's data the logs and error bodies must never show (tests/leak_scan.py): the
+# emails (any address at a .test domain is found by pattern too), phones and handles.
+PERSON_DATA = [*EMAILS, *PHONES, *(value for _, value in EXTERNAL)]
 ZONES = ["Europe/Paris", "America/New_York", "Asia/Kolkata", None, "Not/AZone"]
 ITEMS = ["sku-1", "sku-2", "sku-3", "sku-4"]
 CATS = ["shoes", "books", "music"]

@@ -13,30 +13,11 @@ from streams.settings import child_environment as child_env  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 
-# The test session's profile API tokens and forget key (tests/conftest.py sets them); a
-# test that scans logs for secrets looks for these.
+# The test session's profile API tokens and forget key (tests/conftest.py sets them); the
+# session's scan of logs and error bodies (tests/leak_scan.py) looks for these.
 API_READ_TOKEN = "test-read-6f1d0c9a"
 API_FORGET_TOKEN = "test-forget-1b7e44d2"
 FORGET_KEY = "test-forget-key-0a5c7d19e3"
-
-
-def secrets_of(settings) -> list[str]:
-    """Every secret of ``settings`` in clear: API tokens, write keys, the forget key, the
-    ops token and the database password."""
-    found = [t.secret.get_secret_value() for t in settings.api.tokens]
-    found += list(settings.collector.write_keys)
-    found += [secret.get_secret_value() for secret in (settings.api.forget_key,
-                                                        settings.ops_token) if secret]
-    # The local default password, "streams", is public and is every logger's name.
-    if settings.database.password not in ("", "streams"):
-        found.append(settings.database.password)
-    return found
-
-
-def assert_no_secrets(text: str, settings, where: str = "logs") -> None:
-    """Fail naming the kind of secret (never printing it) found in ``text``."""
-    leaked = [f"secret #{i}" for i, s in enumerate(secrets_of(settings)) if s in text]
-    assert not leaked, f"{where} hold {leaked} of secrets_of(settings)"
 
 
 def api_auth(scope: str = "read") -> dict[str, str]:

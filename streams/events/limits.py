@@ -4,7 +4,10 @@ every stage reading an event topic (it dead-letters): one set, written once, her
 - sizes: an event over ``max_event_bytes``, a request over ``max_request_bytes`` (the
   collector's; a record on a topic was already written);
 - identifier values (``identifier_fields``): at most ``max_identifier_chars``
-  characters, no control character (Unicode category Cc: U+0000-U+001F, U+007F-U+009F);
+  characters, no control character: Unicode category Cc (U+0000-U+001F, U+007F-U+009F)
+  or Cf (format characters: bidi controls U+202A-U+202E and U+2066-U+2069, zero-width
+  U+200B-U+200D, U+2060, U+FEFF, soft hyphen, tags...). In free text they have uses
+  (ZWJ joins emoji); in an identifier they only make two values look alike;
 - structure: no NUL (U+0000) in any property name or string, at most ``max_depth``
   nesting levels (the event object is level 1, each object or array inside one more),
   at most ``max_properties`` names in any one object;
@@ -20,6 +23,7 @@ never the value (an identifier is a person's data). Pure; nothing here blocks.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -159,6 +163,14 @@ def identifier_fields(doc: Mapping) -> Iterator[tuple[str, str, object]]:
                        entry.get("id"))
 
 
+def _has_control(value: str) -> bool:
+    """Cc or Cf anywhere in ``value`` (ASCII holds no Cf: the common case is one scan)."""
+    if _CONTROL.search(value):
+        return True
+    return not value.isascii() and any(
+        unicodedata.category(ch) == "Cf" for ch in value if ord(ch) > 0x7F)
+
+
 def identifier_problem(doc: Mapping, limits: Limits = DEFAULT_LIMITS) -> Problem | None:
     """The first identifier value (a string) over ``max_identifier_chars`` or holding a
     control character, as a problem; None when every one is fine."""
@@ -168,9 +180,9 @@ def identifier_problem(doc: Mapping, limits: Limits = DEFAULT_LIMITS) -> Problem
         if len(value) > limits.max_identifier_chars:
             return pointer, (f"{pointer}: longer than {limits.max_identifier_chars} "
                              "characters (max_identifier_chars)")
-        if _CONTROL.search(value):
-            return pointer, f"{pointer}: contains a control character (U+0000-U+001F, " \
-                            "U+007F-U+009F)"
+        if _has_control(value):
+            return pointer, f"{pointer}: contains a control character (Unicode Cc: " \
+                            "U+0000-U+001F, U+007F-U+009F, or Cf: bidi, zero-width)"
     return None
 
 

@@ -72,7 +72,8 @@ async def test_dashboard_shows_lagging_group_and_renders_charts(make_settings):
     reader = asyncio.create_task(consume_forever(live))
 
     app = create_web_app(settings)
-    runner = web.AppRunner(app)
+    # As `streams serve` runs it: no access log (it would hold ?token= values).
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -30,7 +30,8 @@ async def serve(triggers: TriggerFigures) -> tuple[web.AppRunner, str]:
     sampler.start = lambda: None  # type: ignore[method-assign]  # driven by hand
     app = web.Application()
     register(app, load_settings(ops_token=None), sampler=sampler)
-    runner = web.AppRunner(app)
+    # As `streams serve` runs it: no access log (it would hold ?token= values).
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -89,7 +89,8 @@ async def test_person_page_end_to_end(make_settings, spawn_worker, monkeypatch):
         rules_shown = {m.rule for m in rows.messages}
 
         app = create_web_app(settings)
-        runner = web.AppRunner(app)
+        # As `streams serve` runs it: no access log (it would hold ?token= values).
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

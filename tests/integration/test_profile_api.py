@@ -17,7 +17,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from streams.profiles.models import profile_id_for
 from streams.server import create_web_app
 from streams.topics import ensure_topics
-from tests.helpers import API_READ_TOKEN, api_auth, assert_no_secrets, child_env
+from tests.helpers import API_READ_TOKEN, api_auth, child_env
+from tests.leak_scan import assert_no_secrets
 from tests.profiles_helpers import (
     drop_profiles_schema,
     group_caught_up,

@@ -20,8 +20,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
 from streams.topics import ensure_topics, topic_specs
-from tests.helpers import assert_no_secrets, child_env
+from tests.helpers import child_env
 from tests.integration.test_infra import free_port
+from tests.leak_scan import RECORDER, assert_no_secrets, register_secrets
 
 
 def profile_event_count(settings) -> int:
@@ -84,6 +85,7 @@ def test_up_runs_worker_server_and_demo_traffic_then_stops_them(make_settings, t
         secrets_file = tmp_path / "data" / "secrets.json"
         assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
         kept = json.loads(secrets_file.read_text())
+        register_secrets([kept["api_token"], kept["forget_key"]])  # for the session's scan
         token = kept["api_token"]
         assert f'curl -H "Authorization: Bearer {token}"' in out
         url = f"http://127.0.0.1:{settings.http_port}/v1/profiles/{uuid.uuid4()}"
@@ -113,6 +115,8 @@ def test_up_runs_worker_server_and_demo_traffic_then_stops_them(make_settings, t
     assert not any(word in rest for word in ("Traceback", "error", "Aborted")), rest
     logs = sorted((tmp_path / "data" / "logs").glob("*.log"))
     assert [log.name for log in logs] == ["demo.log", "server.log", "worker.log"]
+    for log in logs:
+        RECORDER.add_file(log, f"streams up: {log.name}")
     made = settings.model_copy(update={
         "api_tokens": SecretStr(f"{kept['api_token']}=forget"),
         "forget_key": SecretStr(kept["forget_key"])})

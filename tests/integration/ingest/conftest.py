@@ -14,6 +14,7 @@ from streams.infra.procs import stop_session
 from streams.server import create_web_app
 from streams.settings import Settings
 from tests.helpers import child_env
+from tests.leak_scan import RECORDER
 
 from .support import Client, free_port
 
@@ -52,6 +53,7 @@ def spawn_server(tmp_path):
 
         settings = settings.model_copy(update={"http_port": free_port()})
         log = open(tmp_path / f"serve-{len(procs)}.log", "wb")
+        RECORDER.add_file(tmp_path / f"serve-{len(procs)}.log", "streams serve")
         proc = subprocess.Popen([sys.executable, "-m", "streams", "serve"],
                                 env=child_env(settings), stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)

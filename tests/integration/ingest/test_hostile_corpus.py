@@ -16,14 +16,13 @@ from streams.events.time import parse_time
 from streams.profiles.store import ProfileStore
 from streams.topics import ensure_topics
 from tests.helpers import eventually
-from tests.hostile_corpus import CASES, TS, Case
+from tests.hostile_corpus import CASES, PERSON_DATA, TS, Case
 from tests.profiles_helpers import drop_profiles_schema, group_caught_up, with_profiles_schema
 
 from .support import basic, read_dlq
 
 # Pieces of hostile values that must never appear in a reason (a dead letter, an answer).
-SECRETS = ("eeeeeeeeee", "uuuuuuuuuu", "INFO forged", "\x1b[31m", "dddddddddd", "cccccccccc",
-           "4915550")
+SECRETS = (*PERSON_DATA, "\x1b[31m")
 
 
 def field_ok(got: str | None, expected: str, rule: str) -> bool:

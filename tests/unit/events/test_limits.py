@@ -74,7 +74,9 @@ def test_identifier_values_over_the_limit_or_with_control_characters_are_refused
     too_long = "y" * 3000 + "@example.test"
     for bad, rule in ((too_long, "longer than 512 characters"),
                       ("bob\n@example.test", "control character"),
-                      ("bob\x85@example.test", "control character")):
+                      ("bob\x85@example.test", "control character"),
+                      ("\u202ebob@example.test", "control character"),  # RTL override
+                      ("bob\u200b@example.test", "control character")):  # zero-width space
         result = worker(direct(**place(bad)))
         assert isinstance(result, InvalidRecord), (pointer, bad[:20])
         assert result.field == pointer and rule in result.reason
@@ -88,8 +90,34 @@ def test_previous_id_counts_on_an_alias_only():
     assert isinstance(worker(direct(previousId="p\x07")), ValidEvent)  # not an identifier
 
 
+# Format characters (Unicode Cf) that make two identifiers look alike, or text run
+# backwards: bidi embeddings/overrides/isolates, zero-width space/joiners, word joiner,
+# byte order mark, soft hyphen, a tag character.
+FORMAT_CHARACTERS = ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066",
+                     "\u2067", "\u2068", "\u2069", "\u200b", "\u200c", "\u200d", "\u2060",
+                     "\ufeff", "\u00ad", "\U000e0041"]
+
+
+@pytest.mark.parametrize("ch", FORMAT_CHARACTERS,
+                         ids=[f"U+{ord(c):04X}" for c in FORMAT_CHARACTERS])
+def test_bidi_and_zero_width_characters_in_identifiers_are_refused_at_both_ends(ch):
+    for pointer, place in IDENTIFIER_PLACES:
+        doc = direct(**place(f"ann{ch}@example.test"))
+        for result in (worker(doc), collector(doc)):
+            assert isinstance(result, InvalidRecord | Rejection), (pointer, hex(ord(ch)))
+            assert result.field == pointer and "control character" in result.reason
+            assert "ann" not in result.reason
+
+
+def test_format_characters_outside_identifiers_are_kept():
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # emoji joined by ZWJ
+    doc = direct(traits={"name": "\u202eevil " + family}, properties={"t": "a\u200bb"})
+    assert isinstance(worker(doc), ValidEvent)
+    assert isinstance(collector(doc), RoutedEvent)
+
+
 def test_odd_but_printable_unicode_identifiers_are_accepted():
-    for value in ("\u202eevil", "zero\u200bwidth", "emoji\U0001f600", "e\u0301"):
+    for value in ("emoji\U0001f600", "e\u0301", "\u05e9\u05dc\u05d5\u05dd", "Zoë"):
         assert isinstance(worker(direct(userId=value)), ValidEvent), value
 
 

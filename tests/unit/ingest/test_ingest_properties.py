@@ -20,8 +20,8 @@ NOW = datetime(2026, 11, 1, 10, 0, 0, tzinfo=UTC)
 TOPICS = {"click": "events.click", "view": "events.view", "social": "events.social",
           "identify": "events.identify"}
 
-# Control characters (Cc) are refused in identifiers (streams/events/limits.py).
-ids = st.text(st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]), min_size=1,
+# Control and format characters (Cc, Cf) are refused in identifiers (streams/events/limits.py).
+ids = st.text(st.characters(codec="utf-8", exclude_categories=["Cs", "Cc", "Cf"]), min_size=1,
               max_size=40)
 # Hypothesis takes naive bounds and attaches the zone itself.
 moments = st.datetimes(min_value=datetime(2020, 1, 1),  # noqa: DTZ001

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams.errors import describe_failure
 from streams.events.models import InvalidRecord
 from streams.pipeline.policy import FailureClass, RetryPolicy, classify, describe
 from streams.pipeline.stage import Raw, Stage
@@ -77,7 +78,8 @@ async def process_batch(stage: Stage, records: Sequence[Raw],
         try:
             item = stage.decode(record)
         except Exception as exc:  # noqa: BLE001 - a decoder bug must not stall the partition
-            log.exception("decoding %s[%d]@%d raised", record[0], record[1], record[2])
+            log.error("decoding %s[%d]@%d raised %s", record[0], record[1], record[2],
+                      describe_failure(exc))
             item = _invalid(record, f"decoding failed: {type(exc).__name__}")
         if isinstance(item, InvalidRecord):
             result.invalid.append(item)

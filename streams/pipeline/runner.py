@@ -39,6 +39,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Sequen
 from datetime import datetime
 from typing import Any, Protocol
 
+from streams.errors import describe_failure
 from streams.events.dlq import dead_letter_for_record
 from streams.events.models import DeadLetter, InvalidRecord
 from streams.events.time import utc_now
@@ -209,7 +210,7 @@ class StageRunner:
                          self.spec.label, type(exc).__name__)
                 return None
             self.stopping.append(exc)
-            log.exception("%s: a batch failed", self.spec.label)
+            log.error("%s: a batch failed: %s", self.spec.label, describe_failure(exc))
             await self.crash(exc)
             return None
 
@@ -337,7 +338,7 @@ def register_stage(app: Any, settings: Settings, spec: StageSpec) -> None:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the consumer failed: stop the worker
-                log.exception("%s: consuming failed", spec.label)
+                log.error("%s: consuming failed: %s", spec.label, describe_failure(exc))
                 await crash(exc)
 
         async def on_stop(self) -> None:

@@ -40,6 +40,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from streams.db import check_schema_name
+from streams.errors import describe_failure
 from streams.events.schemas import SchemaSet, default_schemas
 from streams.events.time import utc_now
 from streams.events.validate import schema_error
@@ -300,8 +301,8 @@ class TriggerStage:
                 busy = await round_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - a bug in one round must not end the loops
-                log.exception("triggers: a round failed; trying again")
+            except Exception as exc:  # noqa: BLE001 - a bug in one round must not end the loops
+                log.error("triggers: a round failed; trying again: %s", describe_failure(exc))
                 busy = 0
                 await asyncio.sleep(min(5.0, pause * 10))
             if not busy:

@@ -19,6 +19,7 @@ import pytest
 from psycopg import sql
 from pydantic import SecretStr
 
+from streams.bench.logs import LOG_DIR_ENV
 from streams.infra.procs import stop_session
 from streams.settings import Settings, load_settings
 from tests import leak_scan
@@ -40,6 +41,9 @@ def pytest_configure(config):
         return
     RECORDER.start()
     leak_scan.install_hooks(RECORDER)
+    # The bench's workers, emitters and collector log there instead of nowhere.
+    os.environ[LOG_DIR_ENV] = str(RECORDER.directory / "bench")
+    RECORDER.watch(RECORDER.directory / "bench", "bench child")
     from tests import event_strategies, hostile_corpus
 
     leak_scan.register_person(*event_strategies.PERSON_DATA, *hostile_corpus.PERSON_DATA)

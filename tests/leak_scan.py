@@ -197,6 +197,8 @@ class Recorder:
         self._pending: list[tuple[Path, str, str]] = []  # (path, source, test)
         self._copied = 0
         self.files_registered = 0
+        self._watched: list[tuple[Path, str]] = []
+        self._adopted: set[Path] = set()
         self._records = None
         self.handler = _ScanHandler(self)
         # A fork while another thread writes a record must not leave the child's lock held.
@@ -236,8 +238,18 @@ class Recorder:
             self._pending.append((Path(path), source, self.test))
             self.files_registered += 1
 
+    def watch(self, folder: Path, source: str) -> None:
+        """Register each log file that appears in ``folder`` (children that name their
+        own files, as the bench's do under ``STREAMS_BENCH_LOG_DIR``) when a test ends."""
+        self._watched.append((Path(folder), source))
+
     def flush_files(self) -> None:
         """Copy the registered files now (the end of a test: their processes stopped)."""
+        for folder, source in self._watched:
+            for path in sorted(folder.glob("*.log")) if folder.is_dir() else ():
+                if path not in self._adopted:
+                    self._adopted.add(path)
+                    self.add_file(path, f"{source} ({path.name})")
         with self._lock:
             pending, self._pending = self._pending, []
         for path, source, test in pending:

@@ -37,6 +37,7 @@ import psutil
 from sqlalchemy import text
 
 from streams.bench import baselines
+from streams.bench.logs import log_path
 from streams.bench.meter import CpuMeter
 from streams.bench.pipeline import (
     bench_settings,
@@ -407,8 +408,10 @@ class Harness:
 
         for i in range(self.plan.repeat):
             self.say(f"collector ({i + 1}/{self.plan.repeat})...")
+            path = log_path("collector")
             res = await run_bench(self.base, events=self.plan.collector_events,
-                                  batch_size=100, concurrency=16, say=lambda _m: None)
+                                  batch_size=100, concurrency=16, say=lambda _m: None,
+                                  log_path=str(path) if path is not None else None)
             r = self.results
             r.add("collector.raw_rate", "raw aiokafka producer (collector's events)", "ev/s",
                   res.raw_events_per_second)

@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select, text
 
+from streams.bench.logs import child_output, close_in_parent
 from streams.db import in_schema, qualified
 from streams.infra.procs import stop_session
 from streams.profiles import tables
@@ -181,10 +182,14 @@ async def run_workers(settings: Settings, argvs: list[list[str]], total: int, *,
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     try:
         for argv in argvs:
-            # Popen returns at once (it does not wait for the child): no blocking the loop.
-            procs.append(subprocess.Popen(  # noqa: ASYNC220
-                argv, env=environment, stdout=subprocess.DEVNULL, cwd=cwd,
-                stderr=subprocess.DEVNULL, start_new_session=True))
+            output = child_output("worker")
+            try:
+                # Popen returns at once (it does not wait for the child): no blocking.
+                procs.append(subprocess.Popen(  # noqa: ASYNC220
+                    argv, env=environment, stdout=output, cwd=cwd,
+                    stderr=subprocess.STDOUT, start_new_session=True))
+            finally:
+                close_in_parent(output)
         if on_start is not None:
             on_start(procs)
         await admin.start()

@@ -29,6 +29,7 @@ import orjson
 import psutil
 from sqlalchemy import select, text
 
+from streams.bench.logs import child_output, close_in_parent
 from streams.db import SqlNames, check_schema_name
 from streams.infra.procs import stop_session
 from streams.settings import Settings, child_environment
@@ -178,9 +179,16 @@ async def _rows(engine, settings: Settings, rule: str) -> list:
 def start_emitters(settings: Settings, count: int, rules_path: Path) -> list[subprocess.Popen]:
     """Start ``count`` emitter processes on the bench rules (each in its own session)."""
     env = child_environment(settings.model_copy(update={"triggers_file": rules_path}))
-    return [subprocess.Popen([sys.executable, "-m", "streams.bench.trigger_emitter"], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                             start_new_session=True) for _ in range(count)]
+    procs = []
+    for _ in range(count):
+        output = child_output("emitter")
+        try:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "streams.bench.trigger_emitter"], env=env,
+                stdout=subprocess.PIPE, stderr=output, start_new_session=True))
+        finally:
+            close_in_parent(output)
+    return procs
 
 
 async def _wait_ready(procs: list[subprocess.Popen], within: float = 60.0) -> None:

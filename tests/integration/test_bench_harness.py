@@ -16,6 +16,7 @@ from sqlalchemy import text
 from streams.bench import harness
 from streams.bench.report import TARGETS, write
 from streams.db import async_engine
+from tests.leak_scan import RECORDER
 
 SIZE = harness.QUICK.main
 
@@ -50,6 +51,10 @@ async def test_quick_harness_measures_every_figure_and_cleans_up(make_settings, 
     assert math.isfinite(results.ratio("collector.rate"))
     # The two-worker run and the reference code folded the same events.
     assert results.figures[f"ref.rate@{SIZE}"].samples[0] > 0
+
+    # Its children's logs are kept for the session's leak scan, not thrown away.
+    kept = {p.name.split("-")[0] for p in (RECORDER.directory / "bench").glob("*.log")}
+    assert {"worker", "collector", "emitter"} <= kept, kept
 
     json_path, md_path = write(results, tmp_path, "bench-test")
     doc = orjson.loads(json_path.read_bytes())

@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     # commit: 0.5 s gave > 1 s; 0.2 s 0.85 s; 0.1 s 0.70 s).
     batch_seconds: float = Field(0.1, gt=0)
     commit_interval: float = Field(1.0, gt=0)
+    # How long a worker that stopped heartbeating (killed, frozen) keeps its partitions
+    # before the group hands them to the others, and so how long a restarted or added
+    # worker can wait to join. Heartbeats come every 3 s from their own task.
+    session_timeout: float = Field(20.0, ge=6, le=300)
     # Each worker serves its own /metrics (batch sizes, write and ack latency, dead letters,
     # retries) on STREAMS_HTTP_HOST at this port; 0 = off. Workers on one machine need
     # ports of their own.

@@ -319,9 +319,11 @@ def make_consumer(settings: Any, group: str, client_id: str,
         bootstrap_servers=settings.kafka_bootstrap, group_id=group, client_id=client_id,
         enable_auto_commit=False, auto_offset_reset="earliest",
         fetch_max_wait_ms=fetch_max_wait_ms,
-        # The session and rebalance times the Faust consumer had (its defaults), so that a
-        # busy machine's slow heartbeat does not cost the group a rebalance.
-        session_timeout_ms=60_000, heartbeat_interval_ms=3_000, rebalance_timeout_ms=60_000,
+        # A killed worker's partitions go to the others ``session_timeout`` after its last
+        # heartbeat (Faust's 60 s made a restarted worker wait up to a minute to join);
+        # a live member slow to rejoin a rebalance still gets a minute.
+        session_timeout_ms=int(settings.session_timeout * 1000), heartbeat_interval_ms=3_000,
+        rebalance_timeout_ms=60_000,
         # One batch is one database transaction, which can wait on a slow disk.
         max_poll_interval_ms=300_000)
 

@@ -389,6 +389,7 @@ def install_hooks(recorder: Recorder = RECORDER) -> None:
     _hook_subprocess(recorder)
     _hook_asyncio_subprocess(recorder)
     _hook_aiohttp(recorder)
+    _hook_playwright(recorder)
     _hook_requests(recorder)
     _hook_urllib(recorder)
 
@@ -467,6 +468,33 @@ def _hook_aiohttp(recorder: Recorder) -> None:
 
     ClientResponse.read = read
     ClientResponse.__aexit__ = aexit
+
+
+def _hook_playwright(recorder: Recorder) -> None:
+    """Error bodies the browser tests' pages fetched (the person page's API calls, the
+    SDKs' posts to the collector): every page opened gets a response listener."""
+    try:
+        from playwright.async_api import Browser, BrowserContext
+    except ImportError:  # the browser tests are not installed here
+        return
+
+    async def on_response(response) -> None:
+        if response.status < 400:
+            return
+        with contextlib.suppress(Exception):  # a body gone with its page is not read
+            body = await response.text()
+            recorder.add_text("http error body", _error_source(
+                response.request.method, response.url, response.status), body)
+
+    for cls in (Browser, BrowserContext):
+        original = cls.new_page
+
+        async def new_page(self, *args, _original=original, **kwargs):
+            page = await _original(self, *args, **kwargs)
+            page.on("response", on_response)
+            return page
+
+        cls.new_page = new_page
 
 
 def _hook_requests(recorder: Recorder) -> None:

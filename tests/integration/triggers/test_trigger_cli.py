@@ -18,6 +18,7 @@ from streams.ops.store import read_pipeline_figures, read_trigger_figures
 from streams.topics import ensure_topics
 from streams.triggers.tables import scheduled_messages
 from tests.helpers import child_env, unique
+from tests.leak_scan import RECORDER
 from tests.profiles_helpers import drop_profiles_schema, with_profiles_schema
 
 from .messages_support import produce_messages, welcome_message
@@ -167,6 +168,7 @@ async def start_tail(settings, *args: str) -> asyncio.subprocess.Process:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     # Positioned at the end once it says so: what is produced afterwards is seen.
     line = await asyncio.wait_for(proc.stderr.readline(), 60)
+    RECORDER.add_text("subprocess stderr", "streams messages tail", line)  # the leak scan
     assert b"following " in line and b"from now" in line, line
     return proc
 

@@ -30,8 +30,12 @@ by whoever holds the partition next (the stage's writes are idempotent).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
+import heapq
+import itertools
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
@@ -47,6 +51,9 @@ log = logging.getLogger(__name__)
 REVOKE_GRACE = 10.0
 # How long one getmany waits for a first record (then the loop looks again).
 IDLE_POLL_MS = 500
+# How many batches' worth of records may wait in the buffers for a lagging partition's
+# fetch before batches are cut without waiting (see ``KafkaSource.batches``).
+BUFFER_BATCHES = 8
 
 
 class Batch(list):
@@ -72,6 +79,115 @@ class Batch(list):
             self.spans[tp] = [records[0].offset, records[-1].offset]
         else:
             span[1] = records[-1].offset
+
+
+def _shares(room: int, available: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+    """``room`` split into equal shares of what each partition has ``available``, a
+    share left unused by one going to the others, in partition order. Pure."""
+    out = dict.fromkeys(available, 0)
+    left = {tp: n for tp, n in available.items() if n}
+    while room and left:
+        share = max(1, room // len(left))
+        for tp in list(left):
+            n = min(share, left[tp], room)
+            out[tp] += n
+            room -= n
+            left[tp] -= n
+            if not left[tp]:
+                del left[tp]
+            if not room:
+                break
+    return out
+
+
+class _Buffers:
+    """Fetched records not yet in a batch, per partition, each with its time key (ms):
+    the Kafka timestamp, no later than the fetch and no earlier than the key before it
+    in the partition (so a partition's keys never decrease). ``highwater`` is the
+    consumer's: a partition fetched short of it has more records on the broker."""
+
+    def __init__(self, highwater: Callable[[TopicPartition], int | None]):
+        self.highwater = highwater
+        self.records: dict[TopicPartition, list] = {}
+        self.keys: dict[TopicPartition, list[int]] = {}
+        # Per partition fetched since the last clear: (next offset, last key).
+        self.fetched: dict[TopicPartition, tuple[int, int]] = {}
+        self.count = 0
+
+    def clear(self) -> None:
+        self.records.clear()
+        self.keys.clear()
+        self.fetched.clear()
+        self.count = 0
+
+    def extend(self, got: dict[TopicPartition, list]) -> None:
+        now = int(time.time() * 1000)
+        for tp, records in got.items():
+            if not records:
+                continue
+            last = self.fetched.get(tp, (0, -1))[1]
+            keys = self.keys.setdefault(tp, [])
+            for r in records:
+                t = r.timestamp
+                if t is not None and t > last:
+                    last = t if t < now else max(now, last)
+                keys.append(last)
+            self.records.setdefault(tp, []).extend(records)
+            self.fetched[tp] = (records[-1].offset + 1, last)
+            self.count += len(records)
+
+    def cut(self) -> float:
+        """The time up to which every partition still behind its high watermark has
+        been fetched (infinite when none is behind)."""
+        cut = math.inf
+        for tp, (next_offset, last) in self.fetched.items():
+            high = self.highwater(tp)
+            if high is not None and next_offset < high and last < cut:
+                cut = last
+        return cut
+
+    def ready(self, cut: float) -> int:
+        """How many buffered records are at or before ``cut``."""
+        if cut == math.inf:
+            return self.count
+        return sum(bisect.bisect_right(k, cut) for k in self.keys.values())
+
+    def take(self, size: int) -> Batch:
+        """Up to ``size`` records: the earliest up to the cut, then, if there is room,
+        an equal share of every partition that has records left."""
+        batch = Batch()
+        cut = self.cut()
+        counts = {tp: (len(k) if cut == math.inf else bisect.bisect_right(k, cut))
+                  for tp, k in self.keys.items()}
+        if sum(counts.values()) > size:
+            # The ``size`` earliest: every key before the size-th, then its ties shared.
+            last = next(itertools.islice(heapq.merge(
+                *(k[:n] for tp, k in self.keys.items() if (n := counts[tp]))), size - 1, None))
+            counts = {tp: bisect.bisect_left(k, last) for tp, k in self.keys.items()}
+            ties = {tp: bisect.bisect_right(k, last) - counts[tp]
+                    for tp, k in self.keys.items()}
+            for tp, n in _shares(size - sum(counts.values()), ties).items():
+                counts[tp] += n
+        for tp, n in counts.items():
+            self._move(batch, tp, n)
+        left = {tp: len(r) for tp, r in self.records.items()}
+        for tp, n in _shares(size - len(batch), left).items():
+            self._move(batch, tp, n)
+        return batch
+
+    def _move(self, batch: Batch, tp: TopicPartition, n: int) -> int:
+        """Move the first ``n`` records of ``tp`` into ``batch``; returns how many."""
+        if not n:
+            return 0
+        records = self.records[tp]
+        batch.add(tp, records[:n])
+        n = min(n, len(records))
+        if n == len(records):
+            del self.records[tp], self.keys[tp]
+        else:
+            del records[:n], self.keys[tp][:n]
+        self.count -= n
+        return n
 
 
 class OffsetBook:
@@ -195,16 +311,25 @@ class KafkaSource:
 
     async def batches(self) -> AsyncIterator[Batch]:
         """Batches of up to ``batch_size`` records, each gathered for at most
-        ``batch_seconds`` after its first record, interleaving the partitions. Runs
-        until cancelled.
+        ``batch_seconds`` after its first record, in the order the records were
+        appended across partitions. Runs until cancelled.
 
-        Interleaving: ``getmany`` hands over what was fetched partition by partition
-        (up to a fetch's worth of each, thousands of records), so batches cut from it
-        in order would each hold one partition's records, and one person's events
-        (spread over topics) would be folded out of their order, which costs the fold a
-        replay of the person's stored events. So what ``getmany`` returns waits in a
-        buffer per partition, and each batch takes an equal share from every partition
-        that has records (as Faust's consumer interleaved them).
+        Why that order. One person's events are spread over several topics, and the
+        fold stores them cheaply only when they come in their order: an event older
+        than what its person already holds costs a replay of the person's stored
+        events (``streams.profiles.logic.needs_replay``). ``getmany`` hands over what
+        was fetched partition by partition, and during a backlog one topic's
+        partitions can be fetched well ahead of another's; batches cut from them in
+        any fixed share drift apart in time (measured on the bench's backlog: one
+        group in four replayed). So what ``getmany`` returns waits in a buffer per
+        partition (``_Buffers``), and a batch takes the buffered records up to a cut:
+        the time up to which every partition still behind its high watermark has been
+        fetched. Records after the cut wait for the lagging partitions' next fetch;
+        when the batch is not full by ``batch_seconds`` (or ``BUFFER_BATCHES``
+        batches' worth are buffered), the rest is filled with an equal share of every
+        partition that has records, so a partition with odd timestamps never stalls.
+        The time of a record is its Kafka timestamp, never later than when it was
+        fetched, and never earlier than the records before it in its partition.
 
         What ``getmany`` returns belongs to the assignment current when it returns
         (aiokafka returns nothing while a reassignment is in progress and drops what it
@@ -212,55 +337,36 @@ class KafkaSource:
         (the partitions are read again from their committed offsets), so it is
         dropped."""
         size, within = self.batch_size, self.batch_seconds
+        cap = size * BUFFER_BATCHES
         getmany = self.consumer.getmany
-        pending: dict[TopicPartition, list] = {}  # fetched, not yet in a batch
-        buffered = 0
+        buffers = _Buffers(getattr(self.consumer, "highwater", lambda tp: None))
         epoch = self.epoch
 
         async def fetch(timeout_ms: int) -> None:
-            nonlocal buffered, epoch
+            nonlocal epoch
             got = await getmany(timeout_ms=timeout_ms)
             if epoch != self.epoch:  # revoked meanwhile: the buffer is stale
-                pending.clear()
-                buffered, epoch = 0, self.epoch
-            for tp, records in got.items():
-                if records:
-                    pending.setdefault(tp, []).extend(records)
-                    buffered += len(records)
+                buffers.clear()
+                epoch = self.epoch
+            buffers.extend(got)
 
         while not self.stopping:
-            if buffered < size:
-                await fetch(0 if buffered else IDLE_POLL_MS)
-                if not buffered:
+            if buffers.count < size:
+                await fetch(0 if buffers.count else IDLE_POLL_MS)
+                if not buffers.count:
                     continue
             deadline = time.monotonic() + within
-            while buffered < size:
+            while buffers.count < cap and buffers.ready(buffers.cut()) < size:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 await fetch(max(1, int(left * 1000)))
             if epoch != self.epoch:  # revoked while the last batch was handed over
-                pending.clear()
-                buffered, epoch = 0, self.epoch
-            if not buffered:
+                buffers.clear()
+                epoch = self.epoch
+            if not buffers.count:
                 continue
-            batch = Batch()
-            room = size
-            while room and pending:
-                share = max(1, room // len(pending))
-                for tp in list(pending):
-                    records = pending[tp]
-                    take = records[:min(share, room)]
-                    batch.add(tp, take)
-                    room -= len(take)
-                    if len(take) == len(records):
-                        del pending[tp]
-                    else:
-                        del records[:len(take)]
-                    if not room:
-                        break
-            buffered -= len(batch)
-            yield batch
+            yield buffers.take(size)
 
     # --- commits and rebalances -----------------------------------------------------------
     async def commit(self, tps: Iterable[TopicPartition] | None = None) -> None:

@@ -206,3 +206,60 @@ async def test_records_returned_by_the_call_spanning_the_first_join_are_kept():
     source = KafkaSource(consumer, ["t"], batch_size=1, batch_seconds=5, commit_interval=60)
     gathered = await asyncio.wait_for(anext(source.batches()), 2)
     assert [r[2] for r in gathered] == [0]
+
+
+class LaggingConsumer(ScriptedConsumer):
+    """A scripted consumer whose partitions hold ``highwater`` records on the broker."""
+
+    def __init__(self, script, highwater):
+        super().__init__(script)
+        self.highwaters = highwater
+
+    def highwater(self, tp):
+        return self.highwaters.get(tp)
+
+
+def timed(tp: TopicPartition, offsets: range, start_ms: int, step_ms: int = 10):
+    return [record(tp, o, timestamp=start_ms + (o - offsets.start) * step_ms) for o in offsets]
+
+
+async def test_batches_follow_the_records_times_across_partitions():
+    # A was fetched far ahead of B: A up to t0+90, B only up to t0+10 of its 10 records.
+    t0 = 1_700_000_000_000
+    consumer = LaggingConsumer(
+        [{A: timed(A, range(10), t0), B: timed(B, range(2), t0)},
+         {B: timed(B, range(2, 10), t0 + 20)}],
+        highwater={A: 10, B: 10})
+    source = KafkaSource(consumer, ["t"], batch_size=8, batch_seconds=1, commit_interval=60)
+    source.assigned({A, B})
+    batches = source.batches()
+    first = await asyncio.wait_for(anext(batches), 2)
+    # The 8 earliest of both: B's next fetch awaited rather than A's later records taken.
+    assert first.spans == {A: [0, 3], B: [0, 3]}
+    second = await asyncio.wait_for(anext(batches), 2)
+    assert second.spans == {A: [4, 7], B: [4, 7]}
+
+
+async def test_a_lagging_partition_holds_later_records_only_until_the_batch_time_ends():
+    t0 = 1_700_000_000_000
+    consumer = LaggingConsumer([{A: timed(A, range(6), t0), B: timed(B, range(2), t0)}],
+                               highwater={A: 6, B: 100})  # B's next fetch never comes
+    source = KafkaSource(consumer, ["t"], batch_size=6, batch_seconds=0.1,
+                         commit_interval=60)
+    source.assigned({A, B})
+    first = await asyncio.wait_for(anext(source.batches()), 2)
+    # Up to B's last fetched time (A's 0-1, B's 0-1), then the rest shared equally.
+    assert first.spans == {A: [0, 3], B: [0, 1]}
+
+
+async def test_a_timestamp_from_the_future_never_holds_its_partition_back():
+    t0 = 1_700_000_000_000
+    future = record(A, 0, timestamp=2**60)
+    consumer = LaggingConsumer(
+        [{A: [future, *timed(A, range(1, 4), t0)], B: timed(B, range(4), t0)}],
+        highwater={A: 4, B: 4})
+    source = KafkaSource(consumer, ["t"], batch_size=8, batch_seconds=0.1,
+                         commit_interval=60)
+    source.assigned({A, B})
+    first = await asyncio.wait_for(anext(source.batches()), 2)
+    assert first.spans == {A: [0, 3], B: [0, 3]}

@@ -183,8 +183,12 @@ class ProfileStore:
         unblocked = {e.message_id: usable_identifiers(e.identifiers, self.rules) for e in batch}
         lockable = sorted({i for ids in unblocked.values() for i in ids})
         mapping = await identity_store.lock_and_map(conn, lockable)
-        # Read under the locks: a forget holds the same identifier locks.
-        forgotten = await identity_store.forgotten_among(conn, lockable, self.forget_key)
+        # Read under the locks: a forget holds the same identifier locks. An identifier
+        # in the graph is no forgotten one (a forget deletes its rows in the transaction
+        # that remembers it, and no event carrying it is folded after), so only the
+        # others are looked up.
+        forgotten = await identity_store.forgotten_among(
+            conn, [i for i in lockable if i not in mapping], self.forget_key)
         usable = {m: [i for i in ids if i not in forgotten] if forgotten else ids
                   for m, ids in unblocked.items()}
         # Deduplicate under the locks: a copy of an event carries the same identifiers, so

@@ -91,7 +91,10 @@ _UPSERT_IDENTIFIERS = text(
     f"INSERT INTO {I} ({I.identifier}, {I.profile_id}, {I.component_id}) "
     "SELECT i, p, c FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
     f"AS x(i text, p uuid, c bigint) ON CONFLICT ({I.identifier}) DO UPDATE SET "
-    f"{I.profile_id} = EXCLUDED.{I.profile_id}, {I.component_id} = EXCLUDED.{I.component_id}")
+    f"{I.profile_id} = EXCLUDED.{I.profile_id}, {I.component_id} = EXCLUDED.{I.component_id} "
+    # An unchanged row is not rewritten: no dead version left for every event of a person.
+    f"WHERE ({I}.{I.profile_id}, {I}.{I.component_id}) "
+    f"IS DISTINCT FROM (EXCLUDED.{I.profile_id}, EXCLUDED.{I.component_id})")
 _DELETE_UNMENTIONED = text(
     f"DELETE FROM {I} WHERE {I.component_id} = :c AND NOT ({I.identifier} = ANY(:i))")
 _INSERT_EVENTS = text(

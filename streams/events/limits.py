@@ -94,9 +94,11 @@ def instant(value: object) -> datetime | str:
     return moment
 
 
-def time_problem(doc: Mapping, names: tuple[str, ...] = TIME_FIELDS) -> Problem | None:
+def time_problem(doc: Mapping, names: tuple[str, ...] = TIME_FIELDS,
+                 parsed: dict[str, datetime] | None = None) -> Problem | None:
     """The first of ``names`` present in ``doc`` (and not null) that is not a valid
-    instant in range, as a problem; None when all are."""
+    instant in range, as a problem; None when all are. ``parsed``, when given, receives
+    each valid instant by name (so a caller does not parse them again)."""
     for name in names:
         value = doc.get(name)
         if value is None:
@@ -104,6 +106,8 @@ def time_problem(doc: Mapping, names: tuple[str, ...] = TIME_FIELDS) -> Problem 
         checked = instant(value)
         if isinstance(checked, str):
             return f"/{name}", f"/{name}: {checked}"
+        if parsed is not None:
+            parsed[name] = checked
     return None
 
 
@@ -143,16 +147,22 @@ def identifier_fields(doc: Mapping) -> Iterator[tuple[str, str, object]]:
     extraction reads exactly these."""
     yield "/anonymousId", "anonymous_id", doc.get("anonymousId")
     yield "/userId", "user_id", doc.get("userId")
-    if doc.get("type") == "alias":
+    kind = doc.get("type")
+    if kind == "alias":
         yield "/previousId", "anonymous_id", doc.get("previousId")
     context = doc.get("context")
     # A group call's traits are the account's, not the person's: no identifiers there.
-    own = doc.get("traits") if doc.get("type") != "group" else None
-    for base, traits in (("/traits", own), ("/context/traits", _get(context, "traits"))):
-        if isinstance(traits, dict):
-            yield f"{base}/email", "email", traits.get("email")
-            yield f"{base}/phone", "phone", traits.get("phone")
-    yield "/context/device/id", "device_id", _get(_get(context, "device"), "id")
+    traits = doc.get("traits") if kind != "group" else None
+    if type(traits) is dict:
+        yield "/traits/email", "email", traits.get("email")
+        yield "/traits/phone", "phone", traits.get("phone")
+    if type(context) is not dict:
+        return
+    traits = context.get("traits")
+    if type(traits) is dict:
+        yield "/context/traits/email", "email", traits.get("email")
+        yield "/context/traits/phone", "phone", traits.get("phone")
+    yield "/context/device/id", "device_id", _get(context.get("device"), "id")
     external = _get(context, "externalIds")
     if isinstance(external, list):
         for i, entry in enumerate(external):

@@ -25,7 +25,6 @@ from streams.events.limits import (
     Limits,
     bound_time,
     content_problem,
-    instant,
     time_problem,
 )
 from streams.events.models import EVENT_TYPES, InvalidRecord, ValidEvent
@@ -224,14 +223,15 @@ def check_record(
     ):
         right = route({"type": doc["type"], "socialChannel": None})
         problem = "/type", f"/type: a {doc['type']} event belongs on the {right} topic, not {topic}"
-    problem = (problem or schema_error(schemas.topics[kind], doc) or time_problem(doc)
-               or content_problem(doc, limits, value))
+    times: dict[str, datetime] = {}
+    problem = (problem or schema_error(schemas.topics[kind], doc)
+               or time_problem(doc, parsed=times) or content_problem(doc, limits, value))
     if problem is not None:
         return fail(problem[1], problem[0])
     if "source" not in doc:
         doc["source"] = derive_source(doc, None)
-    received = instant(doc["receivedAt"]) if doc.get("receivedAt") is not None else None
-    if received is None or isinstance(received, str):
+    received = times.get("receivedAt")
+    if received is None:
         received = appended_at
-    event_time = bound_time(instant(doc["timestamp"]), received, limits)  # type: ignore[arg-type]
+    event_time = bound_time(times["timestamp"], received, limits)
     return doc, event_time, kind

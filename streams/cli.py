@@ -215,12 +215,16 @@ def serve() -> None:
 @click.option("--against", default=None, metavar="REF",
               help="Also fold with the code of this commit (default 6237909; 'none' to skip).")
 @click.option("--no-triggers", is_flag=True, help="Skip the trigger stage's figures.")
+@click.option("--only", type=click.Choice(["stage"]), default=None,
+              help="stage: only the profile stage, the no-op agent and the reference code, "
+                   "in rounds at each size (minutes, not an hour).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               default=Path("bench-results"), show_default=True,
               help="Folder of the JSON and Markdown results.")
 @click.pass_context
 def bench(ctx: click.Context, quick: bool, repeat: int | None, sizes: str | None,
-          main_size: int | None, against: str | None, no_triggers: bool, out: Path) -> None:
+          main_size: int | None, against: str | None, no_triggers: bool, only: str | None,
+          out: Path) -> None:
     """Benchmarks, each measured against a baseline run in the same process tree.
 
     Without a subcommand: the harness. Every measurement in one run against the local
@@ -245,6 +249,8 @@ def bench(ctx: click.Context, quick: bool, repeat: int | None, sizes: str | None
         updates["against"] = None if against.lower() == "none" else against
     if no_triggers:
         updates["triggers"] = None
+    if only:
+        updates["only"] = only
     plan = dataclasses.replace(plan, **updates)
     chosen = main_size or max([s for s in plan.sizes if s <= 100_000] or [min(plan.sizes)])
     if chosen not in plan.sizes:

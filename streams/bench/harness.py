@@ -76,6 +76,9 @@ class Plan:
         "people": 100_000, "per_profile": 2, "messages": 100_000, "spread_seconds": 60.0,
         "emitters": 2})
     quick: bool = False
+    # "stage": only the profile stage against the no-op agent and the reference code,
+    # in rounds at each size (``Harness.stage_rounds``); None: everything.
+    only: str | None = None
 
 
 QUICK = Plan(sizes=(2_000,), main=2_000, repeat=1, against=None, collector_events=5_000,
@@ -198,11 +201,15 @@ class Harness:
             if self.plan.against:
                 self.say(f"unpacking the code of {self.plan.against}...")
                 self.reference = reference_tree(self.plan.against)
-            for size in self.plan.sizes:
-                await self.size(engine, size)
-            await self.collector()
-            if self.plan.triggers:
-                await self.triggers()
+            if self.plan.only == "stage":
+                for size in self.plan.sizes:
+                    await self.stage_rounds(engine, size)
+            else:
+                for size in self.plan.sizes:
+                    await self.size(engine, size)
+                await self.collector()
+                if self.plan.triggers:
+                    await self.triggers()
         finally:
             await engine.dispose()
             if self.reference is not None:
@@ -263,6 +270,30 @@ class Harness:
         finally:
             await drop_bench(settings, engine, schemas,
                              extra_topics=(settings.topic("bench.raw"),))
+
+    async def stage_rounds(self, engine, people: int) -> None:
+        """``--only stage``: the no-op agent, the profile stage and the reference code
+        (when there is one) in turn, ``repeat`` rounds over the same events, so that a
+        loaded machine's swings hit the three runs of a round alike."""
+        from streams.topics import ensure_topics
+
+        settings = bench_settings(self.base)
+        schemas: list[str] = []
+        self.results.meta.setdefault("prefixes", []).append(settings.topic_prefix)
+        try:
+            await ensure_topics(settings)
+            total = people * self.plan.per_profile
+            self.say(f"[{people:,} profiles] producing {total:,} events...")
+            await produce(settings, iter_events(people, total))
+            ends = await end_total(settings)
+            for i in range(self.plan.repeat):
+                await self.noop(settings, ends, people, i)
+                await self.fold(engine, settings, ends, people, i, schemas)
+                if self.reference is not None:
+                    await self.fold(engine, settings, ends, people, i, schemas,
+                                    reference=True)
+        finally:
+            await drop_bench(settings, engine, schemas)
 
     async def noop(self, settings: Settings, ends: int, people: int, i: int) -> None:
         """The no-op Faust agent over the same topics, in a group of its own."""

@@ -83,3 +83,20 @@ async def test_quick_harness_measures_every_figure_and_cleans_up(make_settings, 
     finally:
         await admin.close()
     assert left == [] and topics == [], (left, topics)
+
+
+async def test_only_stage_measures_the_stage_beside_the_noop_agent_in_rounds(make_settings):
+    settings = make_settings()
+    plan = dataclasses.replace(harness.QUICK, sizes=(SIZE,), repeat=2, only="stage")
+    results = await harness.Harness(settings, plan, say=lambda *_a, **_k: None).run()
+
+    for key in (f"noop.rate@{SIZE}", f"noop.cpu_us@{SIZE}", f"e2e.rate@{SIZE}",
+                f"e2e.cpu_us.stage@{SIZE}", f"e2e.cpu_us.fold@{SIZE}",
+                f"e2e.bytes_per_profile@{SIZE}"):
+        fig = results.figures.get(key)
+        assert fig is not None, f"{key} not measured; have {sorted(results.figures)}"
+        assert len(fig.samples) == 2 and all(math.isfinite(s) and s > 0 for s in fig.samples)
+    assert math.isfinite(results.ratio(f"e2e.rate@{SIZE}"))
+    # Only the stage: no collector, trigger or two-worker figures.
+    assert not [k for k in results.figures
+                if k.startswith(("collector.", "triggers.", "two.", "raw."))]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 
 import jsonschema_rs
 import orjson
@@ -189,11 +189,13 @@ def check_record(
     kinds: TopicKinds | None = None,
     schemas: SchemaSet | None = None,
     limits: Limits | None = None,
-    appended_at: datetime | None = None,
+    appended_at: datetime | float | None = None,
 ) -> tuple[dict, datetime, str] | InvalidRecord:
     """``validate_record``'s decision without building a ``ValidEvent``: the normalized
     event, its event time and its topic kind, or the same ``InvalidRecord`` (the profile
-    stage's hot path, which reduces the event at once)."""
+    stage's hot path, which reduces the event at once). ``appended_at`` may also be
+    given as epoch seconds (a Kafka record's timestamp), converted only when the event
+    has no ``receivedAt``."""
     kinds = kinds or _DEFAULT_KINDS
     schemas = schemas or default_schemas()
     limits = limits or DEFAULT_LIMITS
@@ -232,6 +234,7 @@ def check_record(
         doc["source"] = derive_source(doc, None)
     received = times.get("receivedAt")
     if received is None:
-        received = appended_at
+        received = datetime.fromtimestamp(appended_at, UTC) \
+            if isinstance(appended_at, float | int) else appended_at
     event_time = bound_time(times["timestamp"], received, limits)
     return doc, event_time, kind

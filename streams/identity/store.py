@@ -11,7 +11,7 @@ then aborts one transaction and the batch is retried, so progress is kept either
 from __future__ import annotations
 
 import functools
-import hashlib
+import zlib
 from collections.abc import Iterable
 
 import orjson
@@ -111,8 +111,13 @@ _MERGES_OF = text(
 
 
 def _lock_key(identifier: str) -> int:
-    return int.from_bytes(hashlib.blake2b(identifier.encode(), digest_size=4).digest(),
-                          "big", signed=True)
+    """The advisory lock key of ``identifier``: its CRC-32 as a signed 32-bit int. Only
+    spreads identifiers over keys (two sharing one merely wait for each other); CRC-32
+    does that at a fifth of BLAKE2b's cost, asked for every identifier of every batch.
+    Every process locking identifiers must use the same function: a worker of an
+    earlier version (BLAKE2b) cannot share a consumer group with this one."""
+    key = zlib.crc32(identifier.encode())
+    return key - 0x1_0000_0000 if key & 0x8000_0000 else key
 
 
 def _component_lock_key(component_id: int) -> int:

@@ -131,7 +131,9 @@ def pack_v1(doc: Any) -> bytes:
 
 def pack_profile(doc: dict) -> bytes:
     """A profile document without its ``id`` (the row's key) as stored bytes."""
-    return pack({k: v for k, v in doc.items() if k != "id"})
+    doc = doc.copy()
+    del doc["id"]
+    return pack(doc)
 
 
 def unpack_profile(profile_id: object, data: bytes) -> dict:

@@ -5,7 +5,6 @@ profiles in one PostgreSQL transaction by ``ProfileStore.write_batch``."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from streams.events.derive import claimed_message_id
 from streams.events.models import InvalidRecord
@@ -26,10 +25,8 @@ def decode(record: Raw, kinds: TopicKinds | None = None,
     has its time bounded around its Kafka timestamp instead, which the broker holds
     within ``log.message.timestamp.after.max.ms`` (one hour in Kafka 4) of its clock."""
     topic, partition, offset, key, value = record[:5]
-    stamp = record[5] if len(record) > 5 else None
-    appended = datetime.fromtimestamp(stamp, UTC) if stamp else None
     checked = check_record(topic, partition, offset, key, value, kinds=kinds, limits=limits,
-                           appended_at=appended)
+                           appended_at=(record[5] or None) if len(record) > 5 else None)
     if isinstance(checked, InvalidRecord):
         return checked
     folded = decode_envelope(checked[0], checked[1])

@@ -7,14 +7,15 @@ of the fragments every document repeats: the keys, the event types, sources, cha
 identifier types, a timestamp.
 
 - Version 2 (written now): a Zstandard frame without its magic number or checksum (the
-  column is the frame), level 3, with version 1's dictionary as raw content. A profile
-  of 870 bytes of JSON takes about 220; an event of 140 about 65. Compressing costs about
-  4.5 µs per profile and 1.6 per event, decompressing under 1.
-- Version 1 (rows written before): raw deflate with a 4 KiB window and the same
-  dictionary: about 190 and 50 bytes, but 12.9 and 4.9 µs to compress and about 5 to
-  inflate. Measured on the bench's documents (docs/profiles.md, "The store's cost,
-  measured"): on the bench's 2 events per profile the fold spends about 14 µs less per
-  event for about 60 bytes more per profile.
+  column is the frame), level 3, with a 16 KiB dictionary trained on the demo's
+  simulated traffic (``dictionary-2.zstd``, written by ``scripts/train_dictionary.py``;
+  never trained on the bench's events). On the bench's documents a profile of 870 bytes
+  of JSON takes about 185 and an event of 140 about 60; on the demo's richer ones 1,300
+  bytes take about 260 and 160 about 30. Compressing costs about 2.6 µs per profile and
+  1 per event, decompressing under 1.
+- Version 1 (rows written before): raw deflate with a 4 KiB window and the hand-written
+  dictionary below: about 190 and 50 bytes on the bench, 12.9 and 4.9 µs to compress
+  and about 5 to inflate (docs/profiles.md, "The store's cost, measured").
 
 The format is frozen per version: rows of version 1 decode with version 1's codec for
 ever, and a new codec or dictionary is a new version byte, so no stored row ever needs
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import threading
 import zlib
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -35,7 +37,7 @@ import zstandard
 
 from streams.profiles.models import FoldEvent
 
-# Version 1's dictionary. Never edit it: stored rows depend on every byte. Deflate finds
+# Version 1's dictionary (deflate). Never edit it: stored rows depend on every byte. Deflate finds
 # matches nearer the end more cheaply, so the most common fragments come last.
 _DICTIONARY_1 = (
     b'"session_id:cookie:external:facebook:instagram:twitter:linkedin:phone:+device_id:'
@@ -75,13 +77,15 @@ _ZSTD_LEVEL = 3
 _MAX_DOCUMENT = 64 * 1024 * 1024
 
 
+_DICTIONARY_2 = (Path(__file__).parent / "dictionary-2.zstd").read_bytes()
+
+
 class _Codecs(threading.local):
     """Version 2's compressor and decompressor, one of each per thread (zstandard's are
     not thread-safe), primed with the dictionary once."""
 
     def __init__(self) -> None:
-        dictionary = zstandard.ZstdCompressionDict(
-            _DICTIONARY_1, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+        dictionary = zstandard.ZstdCompressionDict(_DICTIONARY_2)
         dictionary.precompute_compress(level=_ZSTD_LEVEL)
         params = zstandard.ZstdCompressionParameters.from_level(
             _ZSTD_LEVEL, format=zstandard.FORMAT_ZSTD1_MAGICLESS, write_checksum=0,

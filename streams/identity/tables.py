@@ -30,9 +30,9 @@ components = Table(
     "components", metadata,
     Column("component_id", BigInteger, component_id_seq, primary_key=True,
            server_default=component_id_seq.next_value()),
-    Column("max_time", Text, nullable=False),
+    # The latest event's key (time, message id); NULL time: the component holds none.
+    Column("max_time", DateTime(timezone=True)),
     Column("max_message_id", Text, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 # Every usable identifier ever seen. profile_id is NULL for one that was only ever
 # dropped by a rule: it still ties its events into their component.

@@ -239,7 +239,7 @@ class ProfileStore:
             rows = await conn.execute(_COMPONENTS_AND_PROFILES, {"c": json_list(all_cids)})
             for cid, max_time, max_message_id, pid, data in rows:
                 if max_time is not None:
-                    max_keys[cid] = (max_time, max_message_id)
+                    max_keys[cid] = (iso(max_time), max_message_id)
                 if pid is not None:
                     by_component.setdefault(cid, {})[str(pid)] = row_to_profile(pid, data)
 

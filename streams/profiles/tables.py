@@ -20,7 +20,6 @@ profiles = Table(
     # The whole document (``logic.new_profile``'s shape, without its id) in the compact
     # form of ``streams.profiles.codec``: about a fifth of the JSONB it replaces.
     Column("document", LargeBinary, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("profiles_component", "component_id"),
 )
 # Accepted events, deduplicated by message id, in the profile they count in: what replay,

@@ -42,10 +42,13 @@ def profile_to_row(doc: dict, component_id: int) -> dict[str, Any]:
 
 def event_to_row(event: FoldEvent, profile_id: str | None) -> dict[str, Any]:
     """A stored event as a row of ``profile_events`` for ``_INSERT_EVENTS``."""
-    t = event.time
-    return {"m": event.message_id, "p": profile_id,
-            "t": t if len(t) >= 27 else t.rjust(27, "0"),  # years under 1000: padded
+    return {"m": event.message_id, "p": profile_id, "t": time_text(event.time),
             "e": b64(pack_event(event))}
+
+
+def time_text(t: str) -> str:
+    """A canonical event time as PostgreSQL reads it: years under 1000 padded."""
+    return t if len(t) >= 27 else t.rjust(27, "0")
 
 
 def b64(data: bytes) -> str:
@@ -71,10 +74,10 @@ C, P, E, K, I, M, S = COMPONENTS, PROFILES, EVENTS, SKIPPED, IDS, MERGES, SURVIV
 # column (unnest): one statement, one round trip, whatever the batch size.
 _UPSERT_COMPONENTS = text(
     f"INSERT INTO {C} ({C.component_id}, {C.max_time}, {C.max_message_id}) "
-    "SELECT c, t, m FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
+    "SELECT c, CAST(t AS timestamptz), m FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
     f"AS x(c bigint, t text, m text) ON CONFLICT ({C.component_id}) DO UPDATE SET "
     f"{C.max_time} = EXCLUDED.{C.max_time}, "
-    f"{C.max_message_id} = EXCLUDED.{C.max_message_id}, {C.updated_at} = now()")
+    f"{C.max_message_id} = EXCLUDED.{C.max_message_id}")
 _DELETE_COMPONENTS = text(f"DELETE FROM {C} WHERE {C.component_id} = ANY(:o)")
 # Rows of an absorbed component move to the one that absorbed it.
 _MOVE_TO_COMPONENT = tuple(text(
@@ -85,7 +88,7 @@ _UPSERT_PROFILES = text(
     "SELECT p, c, decode(d, 'base64') FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
     "AS x(p uuid, c bigint, d text) "
     f"ON CONFLICT ({P.profile_id}) DO UPDATE SET {P.component_id} = EXCLUDED.{P.component_id}, "
-    f"{P.document} = EXCLUDED.{P.document}, {P.updated_at} = now()")
+    f"{P.document} = EXCLUDED.{P.document}")
 _DELETE_PROFILES = text(f"DELETE FROM {P} WHERE {P.profile_id} = ANY(CAST(:p AS uuid[]))")
 _UPSERT_IDENTIFIERS = text(
     f"INSERT INTO {I} ({I.identifier}, {I.profile_id}, {I.component_id}) "
@@ -224,9 +227,11 @@ def _recordset(rows: list[dict]) -> dict[str, str]:
 def collect(w: BatchWrites, plan: GroupPlan, graph: Graph, cid: int) -> None:
     """Add one group's result (``graph``, folded into component ``cid``) to the batch's
     writes. Pure."""
-    if graph.max_key is None:  # a forced replay of nothing
-        graph.max_key = ("", "")
-    w.components.append({"c": cid, "t": graph.max_key[0], "m": graph.max_key[1]})
+    if graph.max_key is None:  # a forced replay of nothing: a component of no event
+        w.components.append({"c": cid, "t": None, "m": ""})
+    else:
+        w.components.append({"c": cid, "t": time_text(graph.max_key[0]),
+                             "m": graph.max_key[1]})
     for absorbed in plan.cids[1:]:
         w.absorbed[absorbed] = cid
     write_ids = sorted(graph.profiles) if plan.replaying else sorted(graph.touched)

@@ -38,7 +38,7 @@ def test_each_kind_of_change_is_drift(session_settings):
         table.to_metadata(changed)
     changed.tables["skipped_events"].c.reason.nullable = True
     changed.tables["profile_merges"].c.rule.type = String(40)
-    changed.tables["profiles"].c.updated_at.server_default.arg = text("clock_timestamp()")
+    changed.tables["skipped_events"].c.recorded_at.server_default.arg = text("clock_timestamp()")
     next(iter(changed.tables["profile_events"].indexes)).name = "profile_events_by_profile"
     Table("not_migrated", changed, Column("id", BigInteger, primary_key=True))
     found = [d[0] if isinstance(d, list) else d for d in drift(session_settings, changed)]
@@ -46,7 +46,7 @@ def test_each_kind_of_change_is_drift(session_settings):
                   for d in found) == [
         ("add_index", "profile_events_by_profile"),
         ("add_table", "not_migrated"),
-        ("modify_default", "profiles", "updated_at"),
+        ("modify_default", "skipped_events", "recorded_at"),
         ("modify_nullable", "skipped_events", "reason"),
         ("modify_type", "profile_merges", "rule"),
         ("remove_index", "profile_events_profile"),

@@ -110,6 +110,11 @@ _MERGES_OF = text(
     f"ORDER BY {MERGES.event_time}, {MERGES.message_id}")
 
 
+# unnest keeps the array's order, so the locks are taken in ascending order.
+_LOCK = text("SELECT count(pg_advisory_xact_lock(:cls, CAST(k AS int))) FROM "
+             f"unnest({bigint_array('keys')}) k")
+
+
 def _lock_key(identifier: str) -> int:
     """The advisory lock key of ``identifier``: its CRC-32 as a signed 32-bit int. Only
     spreads identifiers over keys (two sharing one merely wait for each other); CRC-32
@@ -128,12 +133,7 @@ async def _lock(conn: AsyncConnection, lock_class: int, keys: Iterable[int]) -> 
     ordered = sorted(set(keys))
     if not ordered:
         return
-    # unnest keeps the array's order, so the locks are taken in ascending order.
-    await conn.execute(
-        text("SELECT count(pg_advisory_xact_lock(:cls, CAST(k AS int))) FROM "
-             f"unnest({bigint_array('keys')}) k"),
-        {"cls": lock_class, "keys": json_list(ordered)},
-    )
+    await conn.execute(_LOCK, {"cls": lock_class, "keys": json_list(ordered)})
 
 
 async def lock_identifiers(conn: AsyncConnection, identifiers: Iterable[str]) -> None:

@@ -22,7 +22,13 @@ from datetime import UTC, datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from streams.db import check_schema_name, in_schema, metadata, schema_metadata
+from streams.db import (
+    DriverConnection,
+    check_schema_name,
+    in_schema,
+    metadata,
+    schema_metadata,
+)
 from streams.identity import store as identity_store
 from streams.identity.logic import usable_identifiers
 from streams.identity.models import IdentityRules
@@ -171,7 +177,7 @@ class ProfileStore:
         """
         async with self.engine.begin() as conn:
             await self._begin(conn)
-            return await self._write(conn, events, counted)
+            return await self._write(await DriverConnection.of(conn), events, counted)
 
     async def _write(self, conn: AsyncConnection, events: Sequence[FoldEvent],
                      counted: frozenset[str] = frozenset()) -> BatchOutcome:

@@ -27,6 +27,8 @@ _SOURCE_OF = {"push": "mobile", "watch": "smartwatch"}
 
 def stated_consent(channel: str, consent: dict[str, bool]) -> bool | None:
     """What the person stated for ``channel`` (None when nothing)."""
+    if not consent:
+        return None
     for key in _CONSENT_KEYS.get(channel, (channel,)):
         if isinstance(consent.get(key), bool):
             return consent[key]

@@ -49,6 +49,31 @@ def _proc_cpu(pids: list[int]) -> float:
     return total
 
 
+STEPS: dict[str, float] = {}
+
+
+def _time_steps() -> None:
+    """Wrap the emit round's statements (store and feed functions) to sum their wall."""
+    from streams.profiles import feed
+    from streams.triggers import stage, store
+
+    def wrap(module, name):
+        inner = getattr(module, name)
+
+        async def timed(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return await inner(*args, **kwargs)
+            finally:
+                STEPS[name] = STEPS.get(name, 0.0) + time.perf_counter() - t
+        setattr(module, name, timed)
+
+    for name in ("claim_due", "history", "decide"):
+        wrap(store, name)
+    wrap(feed, "snapshots")
+    wrap(stage.EventWriter, "write")
+
+
 async def _backend_pids(engine, n: int) -> list[int]:
     conns = [await engine.connect() for _ in range(n)]
     try:
@@ -79,7 +104,7 @@ async def _dump(engine, settings, set_path, S) -> dict:  # noqa: N803
 
 
 async def main(people: int, lanes: int, rounds: int, profile: str | None,
-               dump: dict | None = None) -> None:
+               dump: dict | None = None, steps: bool = False) -> None:
     from streams.profiles.store import create_schema
     from streams.topics import ensure_topics
 
@@ -103,6 +128,8 @@ async def main(people: int, lanes: int, rounds: int, profile: str | None,
         if dump is not None:
             dump.update(await _dump(engine, settings, set_path, S))
         profiler = cProfile.Profile() if profile else None
+        if steps:
+            _time_steps()
         for r in range(rounds):
             async with engine.begin() as conn:
                 await conn.execute(set_path)
@@ -131,6 +158,10 @@ async def main(people: int, lanes: int, rounds: int, profile: str | None,
                 profiler.disable()
             cpu, pg = time.process_time() - cpu0, _proc_cpu(pids) - pg0
             wall = time.perf_counter() - wall0
+            if steps:
+                print("  wall us/msg: " + ", ".join(f"{k} {v / total * 1e6:.0f}"
+                                                    for k, v in sorted(STEPS.items())))
+                STEPS.clear()
             print(f"round {r}: {total:,} messages, {lanes} lane(s), {total / wall:,.0f} msg/s, "
                   f"Python {cpu / total * 1e6:.0f} us/msg, PostgreSQL {pg / total * 1e6:.0f} "
                   f"us/msg, load {os.getloadavg()[0]:.2f}", flush=True)
@@ -148,9 +179,10 @@ if __name__ == "__main__":
     parser.add_argument("--lanes", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--cprofile")
+    parser.add_argument("--steps", action="store_true", help="wall time of each statement")
     parser.add_argument("--dump", help="pickle one round's inputs here (for scripts/micro)")
     args = parser.parse_args()
     inputs: dict | None = {} if args.dump else None
-    asyncio.run(main(args.people, args.lanes, args.rounds, args.cprofile, inputs))
+    asyncio.run(main(args.people, args.lanes, args.rounds, args.cprofile, inputs, args.steps))
     if args.dump:
         Path(args.dump).write_bytes(pickle.dumps(inputs))

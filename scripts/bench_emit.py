@@ -167,6 +167,15 @@ async def main(people: int, lanes: int, rounds: int, profile: str | None,
                   f"us/msg, load {os.getloadavg()[0]:.2f}", flush=True)
         if profiler:
             profiler.dump_stats(profile)
+        if steps:
+            async with engine.connect() as conn:
+                await conn.execute(set_path)
+                sizes = (await conn.execute(text(
+                    f"SELECT avg(pg_column_size(t.*)), avg(pg_column_size({S.message})), "
+                    f"avg(pg_column_size({S.intent})), avg(octet_length({S.message}::text)) "
+                    f"FROM {S} AS t WHERE {S.status} = 'sent'"))).one()
+                print("  sent rows: row / message / intent bytes stored, message as text:",
+                      ", ".join(f"{float(v):.0f}" for v in sizes))
     finally:
         await producer.stop()
         await drop_bench(settings, engine, schemas)

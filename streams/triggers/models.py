@@ -71,7 +71,10 @@ def iso(ts: datetime) -> str:
         ts = ts.astimezone(UTC)
     # orjson's RFC 3339 (0.3 us; isoformat 1.0 and strftime more: a message renders
     # about ten of these). It leaves out a zero fraction: put it back.
-    text = _dumps(ts, option=_UTC_Z)
+    try:
+        text = _dumps(ts, option=_UTC_Z)
+    except TypeError:  # a datetime subclass, which orjson does not write
+        return ts.isoformat(timespec="microseconds")[:-6] + "Z"
     if len(text) == 22:  # '"YYYY-MM-DDTHH:MM:SSZ"'
         return text[1:-2].decode() + ".000000Z"
     return text[1:-1].decode()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from streams.db import SqlNames
+from streams.db import SqlNames, uuid_array
 from streams.identity import store as identity_store
 from streams.profiles import tables
 from streams.profiles.codec import event_doc, unpack
@@ -33,9 +33,10 @@ _CLAIM = text(
     f"RETURNING {C.profile_id}")
 # Two statements for a batch of people, whatever its size: their documents, then their
 # events (compact forms, decoded here: ``streams.profiles.codec``).
-_DOCUMENTS = text(f"SELECT {P.profile_id}, {P.document} FROM {P} "
+# Ids as text: psycopg would build a uuid.UUID for each, which the caller makes a string.
+_DOCUMENTS = text(f"SELECT {P.profile_id}::text, {P.document} FROM {P} "
                   f"WHERE {P.profile_id} = ANY(CAST(:p AS uuid[]))")
-_EVENTS = text(f"SELECT {E.profile_id}, {E.message_id}, {E.event_time}, {E.event} FROM {E} "
+_EVENTS = text(f"SELECT {E.profile_id}::text, {E.message_id}, {E.event_time}, {E.event} FROM {E} "
                f"WHERE {E.profile_id} = ANY(CAST(:p AS uuid[]))")
 _PENDING = text(f"SELECT count(*) FROM {C}")
 
@@ -73,7 +74,7 @@ async def snapshots(conn: AsyncConnection, profile_ids: list[str],
         raise KeyError(f"not keys of a profile document: {sorted(set(keys) - _DOCUMENT_KEYS)}")
     if not profile_ids:
         return {}
-    rows = (await conn.execute(_DOCUMENTS, {"p": profile_ids})).all()
+    rows = (await conn.execute(_DOCUMENTS, {"p": uuid_array(profile_ids)})).all()
     if not rows:
         return {}
     documents = {}
@@ -81,11 +82,12 @@ async def snapshots(conn: AsyncConnection, profile_ids: list[str],
         doc = unpack(data)
         if keys is not None:
             doc = {k: doc.get(k) for k in keys}
-        doc["id"] = str(pid)
-        documents[str(pid)] = doc
+        doc["id"] = pid
+        documents[pid] = doc
     events: dict[str, list[dict]] = {pid: [] for pid in documents}
-    for pid, message_id, time, data in await conn.execute(_EVENTS, {"p": list(documents)}):
-        events[str(pid)].append(event_doc(message_id, iso(time), data))
+    for pid, message_id, time, data in await conn.execute(_EVENTS,
+                                                          {"p": uuid_array(documents)}):
+        events[pid].append(event_doc(message_id, iso(time), data))
     return {pid: ProfileSnapshot(pid, doc, tuple(events[pid])) for pid, doc in documents.items()}
 
 

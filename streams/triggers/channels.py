@@ -27,6 +27,8 @@ _SOURCE_OF = {"push": "mobile", "watch": "smartwatch"}
 
 def stated_consent(channel: str, consent: dict[str, bool]) -> bool | None:
     """What the person stated for ``channel`` (None when nothing)."""
+    if not consent:
+        return None
     for key in _CONSENT_KEYS.get(channel, (channel,)):
         if isinstance(consent.get(key), bool):
             return consent[key]
@@ -36,7 +38,10 @@ def stated_consent(channel: str, consent: dict[str, bool]) -> bool | None:
 def allowed(channel: str, consent: dict[str, bool]) -> bool:
     """True when the person's consent allows the channel: an explicit yes, or for web
     in-app anything but an explicit no."""
-    stated = stated_consent(channel, consent)
+    return _allows(channel, stated_consent(channel, consent))
+
+
+def _allows(channel: str, stated: bool | None) -> bool:
     return stated is not False if channel == "web" else stated is True
 
 
@@ -125,7 +130,7 @@ def choose_channel(channels: list[str], prefer_origin: bool, intent: Intent,
     destinations: dict[str, dict[str, str]] = {}
     cross = intent.kind == "cross_device"
     for channel in channels:
-        if not allowed(channel, person.consent):
+        if not _allows(channel, consent[channel]):
             excluded[channel] = "no consent" if consent[channel] is None else "opted out"
             continue
         if cross and channel == intent.origin_channel and channel not in _SOURCE_OF:

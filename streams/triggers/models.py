@@ -9,11 +9,14 @@ rows straight in; this package never imports another domain's code.
 from __future__ import annotations
 
 import hashlib
+import operator
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+import orjson
 
 from streams.events.derive import social_action as derive_social_action
 from streams.events.models import SOCIAL_CHANNELS
@@ -21,6 +24,7 @@ from streams.events.models import SOCIAL_CHANNELS
 # Message ids are UUIDv5 in this namespace of the rule and the triggering events.
 MESSAGE_NAMESPACE = uuid.UUID("3b0f7a52-8c1e-4f0a-b5f4-6a2d9e1c7b40")
 _NAMESPACE_BYTES = MESSAGE_NAMESPACE.bytes
+_dumps, _UTC_Z = orjson.dumps, orjson.OPT_UTC_Z
 
 CHANNELS = ("email", "push", "watch", "web", *SOCIAL_CHANNELS)
 Channel = Literal["email", "push", "watch", "web", "facebook", "instagram", "twitter",
@@ -51,9 +55,11 @@ def social_action(event_name: str | None) -> str | None:
 
 def parse_utc(value: str) -> datetime:
     """An ISO-8601 time as an aware UTC datetime (naive means UTC). Raises ValueError."""
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    parsed = datetime.fromisoformat(value)  # "Z" included, since Python 3.11
+    if parsed.tzinfo is UTC:  # what this module writes: no conversion
+        return parsed
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
+        return parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
 
 
@@ -63,8 +69,15 @@ def iso(ts: datetime) -> str:
         if ts.tzinfo is None:
             raise ValueError("naive datetime: times must be timezone-aware")
         ts = ts.astimezone(UTC)
-    # isoformat, not strftime (a message renders about ten of these): "+00:00" -> "Z".
-    return ts.isoformat(timespec="microseconds")[:-6] + "Z"
+    # orjson's RFC 3339 (0.3 us; isoformat 1.0 and strftime more: a message renders
+    # about ten of these). It leaves out a zero fraction: put it back.
+    try:
+        text = _dumps(ts, option=_UTC_Z)
+    except TypeError:  # a datetime subclass, which orjson does not write
+        return ts.isoformat(timespec="microseconds")[:-6] + "Z"
+    if len(text) == 22:  # '"YYYY-MM-DDTHH:MM:SSZ"'
+        return text[1:-2].decode() + ".000000Z"
+    return text[1:-1].decode()
 
 
 def message_id_for(rule: str, scope: str, event_ids: Iterable[str]) -> str:
@@ -142,8 +155,9 @@ class TriggerEvent:
         """From the compact form the profile stage stores per event (``FoldEvent.to_json``:
         m, t, y, i, s, c, e, g, p, d ...). Raises KeyError or ValueError when malformed."""
         device = doc.get("d") or {}
-        anonymous = sorted(i.split(":", 1)[1] for i in doc.get("i") or ()
-                           if i.startswith("anonymous_id:"))
+        anonymous = [i[13:] for i in doc.get("i") or () if i.startswith("anonymous_id:")]
+        if len(anonymous) > 1:
+            anonymous.sort()
         return cls(
             message_id=doc["m"], time=parse_utc(doc["t"]), type=doc["y"],
             source=doc.get("s") or "unknown", channel=doc.get("c"), event=doc.get("e"),
@@ -177,7 +191,13 @@ def canonical_events(events: Iterable[TriggerEvent]) -> tuple[TriggerEvent, ...]
     seen: dict[str, TriggerEvent] = {}
     for event in events:
         seen.setdefault(event.message_id, event)
-    return tuple(sorted(seen.values(), key=lambda e: e.key))
+    if len(seen) < 2:
+        return tuple(seen.values())
+    return tuple(sorted(seen.values(), key=_EVENT_KEY))
+
+
+# ``TriggerEvent.key`` as one C call (a sort key per event of every person built).
+_EVENT_KEY = operator.attrgetter("time", "message_id")
 
 
 # The profile document's keys ``Person.from_profile`` reads (what a reader of people

@@ -18,6 +18,7 @@ Every problem is reported at once, each naming the rule and the field, for examp
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from datetime import time, timedelta
@@ -62,6 +63,7 @@ def parse_duration(value: object) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+@functools.lru_cache(maxsize=1024)  # a message's ``why`` formats its rule's durations
 def format_duration(value: timedelta) -> str:
     """The shortest text ``parse_duration`` reads back: ``2h``, ``1h30m``, ``0s``."""
     seconds = int(value.total_seconds())

@@ -16,7 +16,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from streams.db import SqlNames
+from streams.db import SqlNames, uuid_array
 from streams.triggers.models import Intent, SentRecord
 from streams.triggers.tables import scheduled_messages
 
@@ -46,8 +46,9 @@ class Row:
         return Intent.from_json(self.intent_doc)
 
 
-_COLUMNS = (f"{S.message_id}, {S.rule}, {S.profile_id}, {S.status}, {S.reason}, {S.intent}, "
-            f"{S.due_at}, {S.sent_at}, {S.decided_at}, {S.converted_at}")
+# The profile id as text: psycopg would build a uuid.UUID, which ``_row`` makes a string.
+_COLUMNS = (f"{S.message_id}, {S.rule}, {S.profile_id}::text, {S.status}, {S.reason}, "
+            f"{S.intent}, {S.due_at}, {S.sent_at}, {S.decided_at}, {S.converted_at}")
 _ROWS_OF = text(f"SELECT {_COLUMNS} FROM {S} WHERE {S.profile_id} = ANY(CAST(:p AS uuid[]))")
 # What a plan round reads of a person's rows: those still pending (to cancel) and those
 # sent or held out and not yet converted (to count a conversion).
@@ -108,7 +109,8 @@ _CLAIM_DUE = text(
     f"AND {S.status} = 'pending' AND {S.due_at} <= :now "
     f"ORDER BY {S.due_at}, {S.message_id} FOR UPDATE OF {S}")
 _HISTORY = text(
-    f"SELECT {S.profile_id}, {S.sent_at}, {S.channel}, {S.rule}, {S.message_id} FROM {S} "
+    f"SELECT {S.profile_id}::text, {S.sent_at}, {S.channel}, {S.rule}, {S.message_id} "
+    f"FROM {S} "
     f"WHERE {S.profile_id} = ANY(CAST(:p AS uuid[])) AND {S.status} = 'sent' "
     f"AND {S.sent_at} > :since")
 _STATS = text(
@@ -242,8 +244,8 @@ async def history(conn: AsyncConnection, profile_ids: Iterable[str],
     out: dict[str, list[SentRecord]] = {pid: [] for pid in ids}
     if ids:
         for pid, sent_at, channel, rule, mid in await conn.execute(
-                _HISTORY, {"p": ids, "since": since}):
-            out[str(pid)].append(SentRecord(sent_at, channel, rule, mid))
+                _HISTORY, {"p": uuid_array(ids), "since": since}):
+            out[pid].append(SentRecord(sent_at, channel, rule, mid))
     return out
 
 

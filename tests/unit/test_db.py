@@ -60,3 +60,12 @@ def test_engines_hide_statement_parameters_from_errors_and_logs():
     finally:
         for engine in engines:
             engine.dispose()
+
+
+def test_uuid_array_is_one_postgresql_array_literal():
+    from streams.db import uuid_array
+
+    ids = ["355a409d-906a-50c7-bceb-61ea16d31df3", "00000000-0000-0000-0000-000000000001"]
+    assert uuid_array(ids) == "{" + ",".join(ids) + "}"
+    assert uuid_array(iter(ids[:1])) == "{355a409d-906a-50c7-bceb-61ea16d31df3}"
+    assert uuid_array([]) == "{}"

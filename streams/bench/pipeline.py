@@ -255,15 +255,36 @@ async def latency_p99(settings: Settings, rate: float, seconds: float) -> tuple[
     return p99, samples
 
 
-async def latency_quantiles(settings: Settings, rate: float, seconds: float
-                            ) -> tuple[float, float, int]:
+async def caught_up(settings: Settings, limit_s: float = 600) -> None:
+    """Wait until the settings' group has committed every event now in the topics (a
+    worker still reading earlier events would queue what is measured next behind
+    them). Raises ClickException after ``limit_s``. Blocks."""
+    total = await end_total(settings)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + limit_s
+        while await committed_total(settings, admin) < total:
+            if time.monotonic() > deadline:
+                raise click.ClickException(
+                    f"the worker did not catch up with {total:,} events in {limit_s:.0f}s")
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+
+
+async def latency_quantiles(settings: Settings, rate: float, seconds: float,
+                            prefix: str = "lat") -> tuple[float, float, int]:
     """Produce at ``rate`` for ``seconds`` and return (p50, p99 seconds from send to the
-    row being visible in PostgreSQL, samples). Raises ClickException when no event was
-    stored. Blocks."""
+    row being visible in PostgreSQL, samples). ``prefix`` starts the message ids: a
+    repeat needs its own, or its events would be copies of ones already stored. Waits
+    first until the worker has caught up with the topics. Raises ClickException when no
+    event was stored. Blocks."""
     from streams.db import async_engine
 
+    await caught_up(settings)
     n = max(50, int(rate * seconds))
-    records = make_events(max(1, n // 3), n, seed=7, start=2_000_000_000.0, prefix="lat")
+    records = make_events(max(1, n // 3), n, seed=7, start=2_000_000_000.0, prefix=prefix)
     # Every event is produced, but only a uniform sample (every ``step``-th, about
     # LATENCY_SAMPLES of them) is looked up: polling for every message id would put a
     # load on PostgreSQL that the worker then competes with, inflating what is measured.

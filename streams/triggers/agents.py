@@ -4,8 +4,9 @@ the workers share the work through row locks.
 
 Why another process. The worker's own process consumes and batches every event and runs
 the stage runner's bookkeeping; the loops there would share its one core and its event
-loop with that, and a slow round would delay the next batch. The trigger process dies with the worker (``PR_SET_PDEATHSIG``), ignores
-Ctrl-C (the worker stops it), and finishes its round on SIGTERM: a round is one
+loop with that, and a slow round would delay the next batch. The trigger process dies
+with the worker (``PR_SET_PDEATHSIG``), ignores Ctrl-C (the worker stops it), and
+finishes its round on SIGTERM: a round is one
 transaction, and a message produced but not yet marked sent is produced again later with
 the same id.
 """

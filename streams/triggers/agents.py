@@ -6,9 +6,8 @@ Why another process. The worker's own process consumes and batches every event a
 the stage runner's bookkeeping; the loops there would share its one core and its event
 loop with that, and a slow round would delay the next batch. The trigger process dies
 with the worker (``PR_SET_PDEATHSIG``), ignores Ctrl-C (the worker stops it), and
-finishes its round on SIGTERM: a round is one
-transaction, and a message produced but not yet marked sent is produced again later with
-the same id.
+finishes its round on SIGTERM: a round is one transaction, and a message produced but
+not yet marked sent is produced again later with the same id.
 """
 
 from __future__ import annotations

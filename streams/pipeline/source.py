@@ -281,6 +281,7 @@ class KafkaSource:
         self.commit_interval, self.revoke_grace = commit_interval, revoke_grace
         self.book = OffsetBook()
         self.epoch = 0  # moved by every revocation: a batch being gathered is dropped
+        self._buffers: _Buffers | None = None  # ``batches``' buffers once it runs
         self.stopping = False
         self._committer: asyncio.Task | None = None
 
@@ -339,7 +340,7 @@ class KafkaSource:
         size, within = self.batch_size, self.batch_seconds
         cap = size * BUFFER_BATCHES
         getmany = self.consumer.getmany
-        buffers = _Buffers(getattr(self.consumer, "highwater", lambda tp: None))
+        buffers = self._buffers = _Buffers(self._highwater)
         epoch = self.epoch
 
         async def fetch(timeout_ms: int) -> None:
@@ -367,6 +368,17 @@ class KafkaSource:
             if not buffers.count:
                 continue
             yield buffers.take(size)
+
+    def _highwater(self, tp: TopicPartition) -> int | None:
+        """The consumer's high watermark of ``tp``; None when unknown, or when ``tp`` is
+        no longer assigned (aiokafka asserts that it is: a rebalance under way)."""
+        highwater = getattr(self.consumer, "highwater", None)
+        if highwater is None:
+            return None
+        try:
+            return highwater(tp)
+        except AssertionError:
+            return None
 
     # --- commits and rebalances -----------------------------------------------------------
     async def commit(self, tps: Iterable[TopicPartition] | None = None) -> None:
@@ -399,6 +411,8 @@ class KafkaSource:
         if not tps:
             return  # a first join revokes nothing
         self.epoch += 1
+        if self._buffers is not None:  # what was read and not yet batched is stale now
+            self._buffers.clear()
         deadline = time.monotonic() + self.revoke_grace
         while not self.stopping and not self.halted() and self.book.unfinished(tps):
             left = deadline - time.monotonic()

@@ -263,3 +263,36 @@ async def test_a_timestamp_from_the_future_never_holds_its_partition_back():
     source.assigned({A, B})
     first = await asyncio.wait_for(anext(source.batches()), 2)
     assert first.spans == {A: [0, 3], B: [0, 3]}
+
+
+class RevokingConsumer(LaggingConsumer):
+    """aiokafka's ``highwater`` asserts that the partition is assigned."""
+
+    def __init__(self, script, highwater):
+        super().__init__(script, highwater)
+        self.assigned: set = set()
+
+    def highwater(self, tp):
+        assert tp in self.assigned, "Partition is not assigned"
+        return super().highwater(tp)
+
+
+async def test_a_partition_revoked_while_records_are_buffered_never_breaks_the_batches():
+    t0 = 1_700_000_000_000
+    consumer = RevokingConsumer([{A: timed(A, range(4), t0), B: timed(B, range(2), t0)}],
+                                highwater={A: 4, B: 10})
+    consumer.assigned = {A, B}
+    source = KafkaSource(consumer, ["t"], batch_size=2, batch_seconds=0.1,
+                         commit_interval=60)
+    source.assigned({A, B})
+    batches = source.batches()
+    first = await asyncio.wait_for(anext(batches), 2)
+    assert len(first) == 2  # four records still buffered
+    # A rebalance while the runner holds the first batch: nothing is assigned for a while.
+    consumer.assigned = set()
+    await source.revoked({A, B})
+    consumer.assigned = {A}
+    source.assigned({A})
+    consumer.script.append({A: timed(A, range(2), t0)})  # read again from offset 0
+    again = await asyncio.wait_for(anext(batches), 2)
+    assert again.spans == {A: [0, 1]}  # the stale buffer is gone, and nothing raised

@@ -15,8 +15,8 @@ Pure apart from the secrets file; no aiohttp, no SQL.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
-import hmac
 import json
 import os
 import secrets
@@ -96,8 +96,32 @@ def scopes_allowed(tokens: Iterable[ApiToken]) -> set[str]:
 
 def forget_digest(identifier: str, key: bytes) -> bytes:
     """HMAC-SHA256 of ``TYPE:VALUE`` under the forget key: how a forgotten identifier is
-    remembered. Without the key nobody can test a guessed email or phone against it."""
-    return hmac.new(key, identifier.encode(), hashlib.sha256).digest()
+    remembered. Without the key nobody can test a guessed email or phone against it.
+
+    The same bytes as ``hmac.new(key, identifier.encode(), hashlib.sha256).digest()``
+    (a unit test compares them), from SHA-256 states primed once per key with the key's
+    inner and outer pads (RFC 2104): 0.7 µs instead of 1.5, asked for every new
+    identifier of every batch."""
+    inner, outer = _hmac_states(key)
+    h = inner.copy()
+    h.update(identifier.encode())
+    o = outer.copy()
+    o.update(h.digest())
+    return o.digest()
+
+
+_BLOCK = 64  # SHA-256's block size
+_PAD_IN = bytes(x ^ 0x36 for x in range(256))
+_PAD_OUT = bytes(x ^ 0x5C for x in range(256))
+
+
+@functools.lru_cache(maxsize=4)
+def _hmac_states(key: bytes) -> tuple:
+    """SHA-256 states that have absorbed ``key``'s inner and outer pads."""
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_BLOCK, b"\0")
+    return hashlib.sha256(key.translate(_PAD_IN)), hashlib.sha256(key.translate(_PAD_OUT))
 
 
 def legacy_digest(identifier: str) -> bytes:

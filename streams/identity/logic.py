@@ -101,13 +101,13 @@ def usable_identifiers(identifiers: Iterable[str], rules: IdentityRules,
                        forgotten: frozenset[str] = frozenset()) -> list[str]:
     """The identifiers that may take part in matching: not blocked, not forgotten, unique,
     in priority order (highest first, then by value)."""
-    keep = set()
+    keep: dict[str, tuple[int, str, str]] = {}  # key -> its priority_key
     for key in identifiers:
-        _, value = split_key(key)
+        id_type, value = split_key(key)
         if key in forgotten or rules.is_blocked(value):
             continue
-        keep.add(key)
-    return sorted(keep, key=lambda k: priority_key(k, rules))
+        keep[key] = (rules.rank(id_type), id_type, value)
+    return sorted(keep, key=keep.__getitem__)
 
 
 def priority_key(key: str, rules: IdentityRules) -> tuple[int, str, str]:
@@ -129,7 +129,8 @@ def _violation(identifiers: Iterable[str], rules: IdentityRules) -> str | None:
     return f"limit:{min(over, key=lambda t: (rules.rank(t), t))}"
 
 
-def resolve(identifiers: Iterable[str], graph: GraphView, rules: IdentityRules) -> Resolution:
+def resolve(identifiers: Iterable[str], graph: GraphView, rules: IdentityRules,
+            *, ordered: bool = False) -> Resolution:
     """Decide where an event with these (usable, normalized) identifiers goes.
 
     Matching profiles are merged into the one created first (earliest event time, then
@@ -139,7 +140,10 @@ def resolve(identifiers: Iterable[str], graph: GraphView, rules: IdentityRules) 
     matching and the event is resolved again; each drop is returned with its rule.
     Raises ValueError when ``identifiers`` is empty. Pure; does not block.
     """
-    active = sorted(set(identifiers), key=lambda k: priority_key(k, rules))
+    # ``ordered``: ``identifiers`` is already what ``usable_identifiers`` returns
+    # (unique, in priority order), so it is not sorted again (hot path).
+    active = list(identifiers) if ordered else sorted(
+        set(identifiers), key=lambda k: priority_key(k, rules))
     if not active:
         raise ValueError("an event needs at least one usable identifier to resolve")
     dropped: list[Dropped] = []

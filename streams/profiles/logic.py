@@ -281,7 +281,7 @@ class Graph:
         if not usable:
             self.skipped[event.message_id] = "no_identifier"
             return None
-        res = resolve(usable, self, self.rules)
+        res = resolve(usable, self, self.rules, ordered=True)
         if res.target is None:
             pid = profile_id_for(event.message_id)
             self.profiles[pid] = new_profile(pid, event.key)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import stat
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streams.credentials import (
     environment_secrets,
@@ -114,3 +117,10 @@ def test_no_local_forget_key_for_a_database_on_another_machine(tmp_path, capsys)
     assert exit_.value.code == 2
     assert "STREAMS_FORGET_KEY is not set" in capsys.readouterr().err
     assert not (tmp_path / "secrets.json").exists()
+
+
+@given(st.binary(max_size=200), st.text(max_size=300))
+def test_forget_digest_is_hmac_sha256(key, identifier):
+    # Keys shorter, as long as and longer than SHA-256's 64-byte block.
+    assert forget_digest(identifier, key) == hmac.new(
+        key, identifier.encode(), hashlib.sha256).digest()

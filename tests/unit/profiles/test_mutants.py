@@ -35,7 +35,8 @@ def wrong_survivor(mp: pytest.MonkeyPatch) -> None:
         def created_key(self, pid):
             return (pid, "")
 
-    mp.setattr(logic, "resolve", lambda ids, graph, rules: real(ids, ById(graph), rules))
+    mp.setattr(logic, "resolve",
+               lambda ids, graph, rules, **kw: real(ids, ById(graph), rules, **kw))
 
 
 def tie_breaker_flipped(mp: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -52,3 +53,24 @@ async def eventually(
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+@contextlib.contextmanager
+def scratch_database(settings):
+    """A database of its own on the session's server, dropped afterwards: ``settings``
+    pointing at it (for migration tests, which move a whole database up and down)."""
+    import psycopg
+    from psycopg import sql
+
+    target = settings.database
+    name = unique("streams_mig_")
+    admin = psycopg.connect(host=target.host, port=target.port, user=target.user,
+                            password=target.password, dbname=target.dbname, autocommit=True)
+    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield settings.model_copy(update={
+            "database_url": settings.database_url.__class__(target.with_dbname(name))})
+    finally:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+        admin.close()

@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import orjson
-import psycopg
 from alembic import command
-from psycopg import sql
 from sqlalchemy import text
 
 from streams import db
@@ -20,7 +18,7 @@ from streams.profiles.codec import unpack_event
 from streams.profiles.logic import replay
 from streams.profiles.models import FoldEvent, iso
 from streams.profiles.store import ProfileStore
-from tests.helpers import unique
+from tests.helpers import scratch_database
 
 EVENTS = [
     FoldEvent("m1", "2026-03-01T10:00:00.000000Z", "page", ("anonymous_id:a1",), "web",
@@ -55,14 +53,7 @@ def _old_rows(graph) -> tuple[list[dict], list[dict]]:
 
 
 def test_upgrade_keeps_every_profile_and_event_and_downgrade_restores_them(session_settings):
-    target = session_settings.database
-    dbname = unique("streams_mig_")
-    admin = psycopg.connect(host=target.host, port=target.port, user=target.user,
-                            password=target.password, dbname=target.dbname, autocommit=True)
-    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-    settings = session_settings.model_copy(update={
-        "database_url": session_settings.database_url.__class__(target.with_dbname(dbname))})
-    try:
+    with scratch_database(session_settings) as settings:
         db.upgrade(settings, "profiles_0002")
         graph = replay(EVENTS, IdentityRules())
         expected = {pid: dict(doc) for pid, doc in graph.profiles.items()}
@@ -117,7 +108,3 @@ def test_upgrade_keeps_every_profile_and_event_and_downgrade_restores_them(sessi
         assert {str(r[0]): {"id": str(r[0]), **r[1], **r[2], **r[3]} for r in back} == expected
         assert back_events == docs
         engine.dispose()
-    finally:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(dbname)))
-        admin.close()

@@ -2,11 +2,14 @@
 trigger stage) may read, and nothing else of the profile store.
 
 Every batch and every forget notes the profiles it touched in ``profile_changes`` in its
-own transaction. A follower claims changed ids in its transaction (the rows are deleted
-when it commits, and a concurrent change of the same profile waits for that, then notes
-it again), reads each profile with its events, and finds where a profile merged away or
-replaced by a replay went. All functions run on the caller's connection, whose search
-path the caller has set to the profiles' schema; they block on the database.
+own transaction, appending to a log. A follower claims the oldest rows in its
+transaction (they are deleted when it commits; a change noted meanwhile is a new row,
+left for the next claim, so a batch never waits for a follower), reads each profile with
+its events, and finds where a profile merged away or replaced by a replay went. Two
+followers may hold changes of the same profile at once: a follower that must not act on
+one person twice at a time serializes that itself (the trigger stage locks each person).
+All functions run on the caller's connection, whose search path the caller has set to
+the profiles' schema; they block on the database.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ C = SqlNames(tables.profile_changes)
 P = SqlNames(tables.profiles)
 E = SqlNames(tables.profile_events)
 
+# The oldest rows off the seq index (the primary key), skipping rows another follower holds.
 _CLAIM = text(
-    f"DELETE FROM {C} WHERE {C.profile_id} IN (SELECT {C.profile_id} FROM {C} "
-    f"ORDER BY {C.changed_at}, {C.profile_id} LIMIT :n FOR UPDATE SKIP LOCKED) "
-    f"RETURNING {C.profile_id}")
+    f"DELETE FROM {C} WHERE {C.seq} IN (SELECT {C.seq} FROM {C} "
+    f"ORDER BY {C.seq} LIMIT :n FOR UPDATE SKIP LOCKED) "
+    f"RETURNING {C.seq}, {C.profile_id}::text")
 # Two statements for a batch of people, whatever its size: their documents, then their
 # events (compact forms, decoded here: ``streams.profiles.codec``).
 # Ids as text: psycopg would build a uuid.UUID for each, which the caller makes a string.
@@ -38,7 +42,7 @@ _DOCUMENTS = text(f"SELECT {P.profile_id}::text, {P.document} FROM {P} "
                   f"WHERE {P.profile_id} = ANY(CAST(:p AS uuid[]))")
 _EVENTS = text(f"SELECT {E.profile_id}::text, {E.message_id}, {E.event_time}, {E.event} FROM {E} "
                f"WHERE {E.profile_id} = ANY(CAST(:p AS uuid[]))")
-_PENDING = text(f"SELECT count(*) FROM {C}")
+_PENDING = text(f"SELECT count(DISTINCT {C.profile_id}) FROM {C}")
 
 
 @dataclass(frozen=True)
@@ -53,14 +57,15 @@ class ProfileSnapshot:
 
 
 async def claim_changes(conn: AsyncConnection, limit: int) -> list[str]:
-    """Up to ``limit`` changed profile ids, oldest change first, removed from the feed
-    when the caller's transaction commits (and put back if it rolls back). Ids another
-    transaction has claimed are skipped."""
-    return [str(r[0]) for r in await conn.execute(_CLAIM, {"n": limit})]
+    """The profile ids of up to ``limit`` changes, oldest change first, each id once,
+    removed from the feed when the caller's transaction commits (and put back if it
+    rolls back). Changes another transaction has claimed are skipped."""
+    rows = sorted(await conn.execute(_CLAIM, {"n": limit}))
+    return list(dict.fromkeys(pid for _, pid in rows))
 
 
 async def pending_changes(conn: AsyncConnection) -> int:
-    """How many changed profiles wait to be claimed."""
+    """How many changed profiles wait to be claimed (each once)."""
     return int((await conn.execute(_PENDING)).scalar_one())
 
 

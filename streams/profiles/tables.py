@@ -7,7 +7,17 @@ or a test, and Alembic compares both with the migrations.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, LargeBinary, Table, Text, func
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    LargeBinary,
+    Table,
+    Text,
+    func,
+)
 from sqlalchemy.dialects.postgresql import UUID
 
 from streams.db import metadata
@@ -47,10 +57,13 @@ skipped_events = Table(
 # The profile stage's change feed (an outbox): every profile a batch or a forget touched,
 # written in the same transaction, so a stage that follows profiles (the trigger stage)
 # can never miss a change. A profile merged away or forgotten is listed too; its reader
-# finds where it went (``streams.profiles.feed``). One row per profile: a later change
-# of the same profile updates ``changed_at``.
+# finds where it went (``streams.profiles.feed``). A log, appended to without a key on the
+# profile: a batch never waits for a reader that holds (has claimed) an earlier change
+# of the same profile, and a reader takes the oldest rows off the ``seq`` index instead
+# of sorting the table. A profile changed twice before it is read is listed twice.
 profile_changes = Table(
     "profile_changes", metadata,
-    Column("profile_id", UUID(as_uuid=False), primary_key=True),
+    Column("seq", BigInteger, Identity(always=True), primary_key=True),
+    Column("profile_id", UUID(as_uuid=False), nullable=False),
     Column("changed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )

@@ -18,7 +18,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from streams.db import SqlNames
+from streams.db import SqlNames, uuid_array
 from streams.identity.store import IDS, MERGES, SURVIVORS
 from streams.identity.tables import components
 from streams.profiles import tables
@@ -116,10 +116,9 @@ _REPOINT_EVENTS = text(
     "unnest(CAST(:o AS text[]), CAST(:s AS text[])) AS m(o, s) "
     f"WHERE e.{E.profile_id} = CAST(m.o AS uuid)")
 _DELETE_MERGES = text(f"DELETE FROM {M} WHERE {M.component_id} = ANY(:c)")
-# Sorted ids: concurrent batches noting the same profiles lock their rows in one order.
+# Appended (``tables.profile_changes``): nothing to wait for, whoever holds earlier rows.
 NOTE_CHANGES = text(
-    f"INSERT INTO {CHANGES} ({CHANGES.profile_id}) SELECT unnest(CAST(:p AS uuid[])) "
-    f"ON CONFLICT ({CHANGES.profile_id}) DO UPDATE SET {CHANGES.changed_at} = now()")
+    f"INSERT INTO {CHANGES} ({CHANGES.profile_id}) SELECT unnest(CAST(:p AS uuid[]))")
 _INSERT_MERGES = text(
     f"INSERT INTO {M} ({M.component_id}, {M.survivor_id}, {M.merged_id}, {M.message_id}, "
     f"{M.rule}, {M.event_time}) SELECT c, survivor, merged, message_id, rule, event_time "
@@ -210,7 +209,7 @@ class BatchWrites:
         if self.feed:
             changed = {*self.live, *self.vanished, *self.redirects}
             if changed:
-                await x(NOTE_CHANGES, {"p": sorted(changed)})
+                await x(NOTE_CHANGES, {"p": uuid_array(sorted(changed))})
 
 
 def _columns(rows: list[dict], *names: str) -> dict[str, list]:

@@ -121,6 +121,10 @@ class TriggerStage:
             changed = await feed.claim_changes(conn, self.batch)
             if not changed:
                 return 0
+            # One round at a time per person (another worker's plan round may hold a
+            # later change of the same person, an emit round their due rows): the
+            # people are read once their locks are held.
+            await store.lock_people(conn, changed)
             live = await feed.snapshots(conn, changed, PERSON_KEYS)
             for pid in changed:
                 if pid in live:
@@ -129,9 +133,10 @@ class TriggerStage:
                 if where is None:
                     await store.delete_of(conn, pid)  # forgotten: their messages go too
                 else:
-                    await store.repoint(conn, pid, where)
                     if where not in live:
+                        await store.lock_people(conn, [where])
                         live.update(await feed.snapshots(conn, [where], PERSON_KEYS))
+                    await store.repoint(conn, pid, where)
             rows = await store.open_rows_of(conn, live)
             by_profile: dict[str, list[store.Row]] = {}
             stored = {}

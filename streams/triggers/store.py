@@ -67,6 +67,12 @@ _UPSERT = text(
     f"{S.decided_at} = NULL WHERE {S}.{S.status} IN ('pending', 'cancelled')")
 _REPOINT = text(f"UPDATE {S} SET {S.profile_id} = CAST(:n AS uuid) "
                 f"WHERE {S.profile_id} = CAST(:o AS uuid)")
+# The per-person lock the due claim tries (below), taken here with waiting, in one order
+# (sorted, fenced by OFFSET 0 so that the aggregate sees them in that order): a plan
+# round acts on a person only while no emit round and no other plan round does.
+_LOCK_PEOPLE = text(
+    "SELECT count(pg_advisory_xact_lock(hashtextextended('trigger:' || p::text, 0))) "
+    "FROM (SELECT unnest(CAST(:p AS uuid[])) AS p ORDER BY 1 OFFSET 0) AS o")
 _DELETE_OF = text(f"DELETE FROM {S} WHERE {S.profile_id} = CAST(:p AS uuid)")
 _DECIDE = text(
     f"UPDATE {S} SET {S.status} = x.s, {S.reason} = x.r, {S.decided_at} = x.at, "
@@ -163,6 +169,15 @@ async def upsert_intents(conn: AsyncConnection, intents: Sequence[Intent],
             {"m": i.message_id, "r": i.rule, "p": i.profile_id, "i": doc,
              "d": doc["dueAt"], "e": doc["expiresAt"]} for i, doc in zip(intents, docs,
                                                                          strict=True)]))
+
+
+async def lock_people(conn: AsyncConnection, profile_ids: Iterable[str]) -> None:
+    """Take each person's trigger lock until the transaction ends, waiting for a round
+    that holds one; in sorted order, so that two plan rounds never wait for each other in
+    a circle over one call's people."""
+    ids = sorted(set(profile_ids))
+    if ids:
+        await conn.execute(_LOCK_PEOPLE, {"p": uuid_array(ids)})
 
 
 async def repoint(conn: AsyncConnection, old: str, new: str) -> None:

@@ -195,3 +195,31 @@ async def test_a_claim_after_a_start_skips_earlier_rows_and_the_loop_still_sends
         await rig.settle()
         sent = [m["why"]["events"][0]["messageId"] for m in await rig.messages()]
         assert sorted(sent) == ["m-early", "m0", "m1", "m2"]
+
+
+async def test_a_batch_never_waits_for_a_plan_round_and_one_person_is_planned_once_at_a_time(
+        settings):
+    import asyncio
+
+    from streams.profiles import feed
+
+    clock = Clock()
+    async with Rig(settings, rules(WELCOME), clock) as rig:
+        await rig.fold(page("m1", "anon-1", 0))
+        async with rig.engine.connect() as a:
+            await a.begin()
+            await rig.stage._begin(a)
+            (person,) = await feed.claim_changes(a, 10)
+            await store.lock_people(a, [person])
+            # A plan round holds the person's change: the next batch about them appends
+            # its own change at once (it waited for the round's commit before).
+            await asyncio.wait_for(rig.fold(page("m2", "anon-1", 1)), timeout=5)
+            # Another round takes that change but waits for the person's lock.
+            second = asyncio.create_task(rig.stage.plan_once())
+            await asyncio.sleep(0.5)
+            assert not second.done()
+            await a.commit()
+        assert await asyncio.wait_for(second, timeout=5) == 1
+        assert await rig.stage.plan_once() == 0
+        (row,) = await rows(rig)
+        assert row.profile_id == person and row.status == "pending"

@@ -172,6 +172,13 @@ class Settings(BaseSettings):
     # The trigger process's CPU niceness (0-19): when the cores are saturated the fold,
     # which ingestion waits on, goes first; the stage's work is durable and catches up.
     triggers_nice: int = Field(10, ge=0, le=19)
+    # While the profile stage of the worker is more than this many events behind the
+    # end of its topics, the trigger stage yields to it: each of its loops runs a round
+    # only once every ``triggers_yield_seconds`` (0: never yield). Its work is durable
+    # (the feed, the schedule) and catches up when the fold does; a message cannot be
+    # sooner than the fold of the event behind it anyway.
+    triggers_yield_backlog: int = Field(2000, ge=0)
+    triggers_yield_seconds: float = Field(10.0, gt=0)
 
     @field_validator("identity_blocked_pattern", mode="after")
     @classmethod

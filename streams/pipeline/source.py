@@ -146,6 +146,17 @@ class _Buffers:
                 cut = last
         return cut
 
+    def backlog(self) -> int:
+        """Records buffered plus those on the broker past what was fetched, over the
+        partitions fetched since the last clear (a partition whose high watermark is
+        unknown counts its buffered records only)."""
+        behind = self.count
+        for tp, (next_offset, _) in self.fetched.items():
+            high = self.highwater(tp)
+            if high is not None and high > next_offset:
+                behind += high - next_offset
+        return behind
+
     def ready(self, cut: float) -> int:
         """How many buffered records are at or before ``cut``."""
         if cut == math.inf:
@@ -265,6 +276,16 @@ class _Listener(ConsumerRebalanceListener):
         self.source.assigned(set(assigned))
 
 
+# The sources consuming in this process (a worker runs one per stage), for a peer that
+# yields to their backlog (the trigger stage: ``backlog``).
+_RUNNING: set[KafkaSource] = set()
+
+
+def backlog() -> int:
+    """The events the stages consuming in this process have not taken yet, together."""
+    return sum(source.backlog() for source in _RUNNING)
+
+
 class KafkaSource:
     """The stage's consumer: batches of raw records (``batches``), ``hold``/``ack`` for
     the runner, and the offset commits (see the module docstring)."""
@@ -290,6 +311,7 @@ class KafkaSource:
         await self.consumer.start()
         self.consumer.subscribe(self.topics, listener=_Listener(self))
         self._committer = asyncio.ensure_future(self._commit_every())
+        _RUNNING.add(self)
         log.info("%s: consuming %s as group %s", self.name, ", ".join(self.topics),
                  self.consumer._group_id)  # noqa: SLF001 - for the log line only
 
@@ -297,6 +319,7 @@ class KafkaSource:
         """Commit what was stored, then leave the group. Blocks while the broker
         answers (the worker's shutdown deadline bounds it)."""
         self.stopping = True
+        _RUNNING.discard(self)
         if self._committer is not None:
             self._committer.cancel()
             await asyncio.gather(self._committer, return_exceptions=True)
@@ -368,6 +391,11 @@ class KafkaSource:
             if not buffers.count:
                 continue
             yield buffers.take(size)
+
+    def backlog(self) -> int:
+        """Events this stage has not taken into a batch yet: buffered, or on the broker
+        past what it fetched (0 before the first fetch). Never blocks."""
+        return self._buffers.backlog() if self._buffers is not None else 0
 
     def _highwater(self, tp: TopicPartition) -> int | None:
         """The consumer's high watermark of ``tp``; None when unknown, or when ``tp`` is

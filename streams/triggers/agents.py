@@ -17,6 +17,8 @@ import logging
 import multiprocessing
 import os
 import signal
+from collections.abc import Callable
+from typing import Any
 
 import faust
 from aiokafka import AIOKafkaProducer
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 
 # How long a stopping worker waits for the trigger process to finish its round.
 STOP_GRACE = 10.0
+# How often the worker tells the trigger process its profile stage's backlog (seconds).
+BACKLOG_EVERY = 0.25
 
 
 def make_message_producer(settings: Settings) -> AIOKafkaProducer:
@@ -41,8 +45,10 @@ def make_message_producer(settings: Settings) -> AIOKafkaProducer:
                             max_request_size=1_048_576)
 
 
-async def run_trigger_stage(settings: Settings, stop: asyncio.Event) -> None:
-    """The trigger stage's loops on their own producer and connections, until ``stop``."""
+async def run_trigger_stage(settings: Settings, stop: asyncio.Event,
+                            backlog: Callable[[], int] | None = None) -> None:
+    """The trigger stage's loops on their own producer and connections, until ``stop``;
+    ``backlog``: the profile stage's (``TriggerStage.run`` yields to it)."""
     from streams.db import async_engine
     from streams.triggers.rules import load_rules
     from streams.triggers.stage import TriggerStage, connections
@@ -53,7 +59,7 @@ async def run_trigger_stage(settings: Settings, stop: asyncio.Event) -> None:
     await producer.start()
     try:
         log.info("triggers: %d rule(s) from %s", len(rules.enabled()), rules.source)
-        await TriggerStage(settings, engine, producer, rules).run(stop)
+        await TriggerStage(settings, engine, producer, rules, backlog=backlog).run(stop)
     finally:
         await producer.stop()
         await engine.dispose()
@@ -74,8 +80,9 @@ def prepare_trigger_process(nice: int) -> None:
     tune_gc()
 
 
-def _trigger_process(settings: Settings, parent: int) -> None:
-    """The trigger process's main: die with the worker, stop on SIGTERM after the round."""
+def _trigger_process(settings: Settings, parent: int, backlog: Any) -> None:
+    """The trigger process's main: die with the worker, stop on SIGTERM after the round.
+    ``backlog``: a shared integer the worker keeps at its profile stage's backlog."""
     from streams.pipeline.executor import die_with_parent
     from streams.settings import configure_logging
 
@@ -86,7 +93,7 @@ def _trigger_process(settings: Settings, parent: int) -> None:
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.run_until_complete(run_trigger_stage(settings, stop))
+    loop.run_until_complete(run_trigger_stage(settings, stop, lambda: backlog.value))
 
 
 async def _ended(process) -> None:  # noqa: ANN001 - a multiprocessing Process
@@ -100,6 +107,15 @@ async def _ended(process) -> None:  # noqa: ANN001 - a multiprocessing Process
         loop.remove_reader(process.sentinel)
 
 
+async def _publish_backlog(shared: Any, every: float = BACKLOG_EVERY) -> None:
+    """Keep ``shared.value`` at the backlog of the stages consuming in this process."""
+    from streams.pipeline.source import backlog
+
+    while True:
+        shared.value = backlog()
+        await asyncio.sleep(every)
+
+
 def register(app: faust.App, settings: Settings) -> None:
     """Run the trigger stage beside ``app``'s workers (unless ``STREAMS_TRIGGERS_ENABLED``
     is false)."""
@@ -109,17 +125,23 @@ def register(app: faust.App, settings: Settings) -> None:
     @app.task
     async def send_personalized_messages() -> None:
         context = multiprocessing.get_context("spawn")  # the worker has threads: no fork
+        # The profile stage's backlog, for the trigger process to yield to (one writer:
+        # this task; a torn read is impossible for an aligned 64-bit integer).
+        backlog = context.RawValue("q", 0)
+        publisher = asyncio.ensure_future(_publish_backlog(backlog))
         process = None
         try:
             while True:
                 process = context.Process(target=_trigger_process,
-                                          args=(settings, os.getpid()), name="triggers")
+                                          args=(settings, os.getpid(), backlog),
+                                          name="triggers")
                 process.start()
                 await _ended(process)
                 log.error("the trigger process exited (code %s); starting another",
                           process.exitcode)
                 await asyncio.sleep(1.0)
         finally:
+            publisher.cancel()
             if process is not None and process.is_alive():
                 process.terminate()  # SIGTERM: it finishes its round
                 for _ in range(int(STOP_GRACE / 0.1)):

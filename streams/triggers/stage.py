@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -79,8 +80,11 @@ class TriggerStage:
 
     def __init__(self, settings: Settings, engine: AsyncEngine, producer: Any,
                  rules: RuleSet | None = None, clock: Callable[[], datetime] = utc_now,
-                 schemas: SchemaSet | None = None):
+                 schemas: SchemaSet | None = None, backlog: Callable[[], int] | None = None):
         self.settings = settings
+        # The profile stage's backlog in events (``run`` yields to it), if known.
+        self.backlog = backlog
+        self._yielded = False
         self.engine = engine
         self.producer = producer
         # Messages go out in record batches per partition (a few microseconds a message
@@ -292,16 +296,50 @@ class TriggerStage:
         workers do (per-person try-locks, row locks). Each round that found work is
         followed at once by another, an idle one by a pause of ``triggers_poll_seconds``.
         Failures are retried by the policy (waiting out the database); anything else is
-        logged and the round tried again later."""
+        logged and the round tried again later.
+
+        While ``backlog`` (the profile stage's, in events) is over
+        ``triggers_yield_backlog``, each loop runs a round only once every
+        ``triggers_yield_seconds``: on cores the fold saturates, every round taken from
+        it delays ingestion, and a message cannot come sooner than the fold of the event
+        behind it. Nothing is lost meanwhile (the feed and the schedule wait in the
+        database); the rounds that still run keep the loops alive."""
         stop = stop or asyncio.Event()
         lanes = [self._loop(self.plan_once, stop)]
         lanes += [self._loop(self.emit_once, stop)
                   for _ in range(self.settings.triggers_emit_lanes)]
         await asyncio.gather(*lanes)
 
+    def yielding(self) -> bool:
+        """Whether the profile stage is behind by more than ``triggers_yield_backlog``
+        events (never when that is 0 or the backlog is unknown)."""
+        limit = self.settings.triggers_yield_backlog
+        if not limit or self.backlog is None:
+            return False
+        behind = self.backlog()
+        now = behind > limit
+        if now != self._yielded:
+            self._yielded = now
+            if now:
+                log.info("triggers: the profile stage is %d events behind; yielding to it "
+                         "(a round per loop every %.0fs)", behind,
+                         self.settings.triggers_yield_seconds)
+            else:
+                log.info("triggers: the profile stage caught up; rounds resume")
+        return now
+
     async def _loop(self, round_once: Callable[[], Any], stop: asyncio.Event) -> None:
         pause = self.settings.triggers_poll_seconds
+        spacing = self.settings.triggers_yield_seconds
+        last = -math.inf
         while not stop.is_set():
+            if self.yielding() and time.monotonic() - last < spacing:
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=pause)
+                except TimeoutError:
+                    pass
+                continue
+            last = time.monotonic()
             try:
                 busy = await round_once()
             except asyncio.CancelledError:

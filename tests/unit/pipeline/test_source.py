@@ -296,3 +296,24 @@ async def test_a_partition_revoked_while_records_are_buffered_never_breaks_the_b
     consumer.script.append({A: timed(A, range(2), t0)})  # read again from offset 0
     again = await asyncio.wait_for(anext(batches), 2)
     assert again.spans == {A: [0, 1]}  # the stale buffer is gone, and nothing raised
+
+
+async def test_the_backlog_counts_what_is_buffered_and_what_waits_on_the_broker():
+    from streams.pipeline import source as sources
+
+    t0 = 1_700_000_000_000
+    consumer = LaggingConsumer([{A: timed(A, range(6), t0), B: timed(B, range(2), t0)}],
+                               highwater={A: 6, B: 100})
+    source = KafkaSource(consumer, ["t"], batch_size=4, batch_seconds=0.05,
+                         commit_interval=60)
+    source.assigned({A, B})
+    assert source.backlog() == 0  # nothing fetched yet
+    first = await asyncio.wait_for(anext(source.batches()), 2)
+    # 8 fetched, 4 batched: 4 buffered, and B has 98 more on the broker.
+    assert len(first) == 4 and source.backlog() == 4 + 98
+    assert sources.backlog() == 0  # not started: not among the sources running
+    sources._RUNNING.add(source)
+    try:
+        assert sources.backlog() == 102
+    finally:
+        sources._RUNNING.discard(source)

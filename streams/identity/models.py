@@ -94,7 +94,10 @@ class IdentityRules:
         """True when ``value`` may never identify anyone (exact, case-insensitive, or regex)."""
         if value.casefold() in self._blocked_folded:  # type: ignore[attr-defined]
             return True
-        return any(p.fullmatch(value) for p in self._compiled)  # type: ignore[attr-defined]
+        for pattern in self._compiled:  # type: ignore[attr-defined]
+            if pattern.fullmatch(value):  # (a loop: any() over a generator costs more)
+                return True
+        return False
 
 
 @dataclass(frozen=True)

@@ -108,13 +108,16 @@ class Dropped:
     rule: str  # "limit:<type>" or "merge_cap"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Resolution:
     """Where one event goes.
 
     ``target`` is the surviving profile id, or None when the event starts a new profile;
     ``merged`` are the other matched profiles, folded into the target; ``added`` are the
     identifiers new to the target; ``dropped`` the identifiers left out, with the rule.
+
+    Never changed once built, but not ``frozen`` (one is built per event on the fold's
+    hot path; a frozen ``__init__`` costs 1.0 µs against 0.35, see ``FoldEvent``).
     """
 
     target: str | None

@@ -175,16 +175,24 @@ def identifier_fields(doc: Mapping) -> Iterator[tuple[str, str, object]]:
 
 def _has_control(value: str) -> bool:
     """Cc or Cf anywhere in ``value`` (ASCII holds no Cf: the common case is one scan)."""
+    if value.isascii():  # perf: the ASCII characters not printable are exactly its Cc
+        return not value.isprintable()
     if _CONTROL.search(value):
         return True
     return not value.isascii() and any(
         unicodedata.category(ch) == "Cf" for ch in value if ord(ch) > 0x7F)
 
 
-def identifier_problem(doc: Mapping, limits: Limits = DEFAULT_LIMITS) -> Problem | None:
+def identifier_problem(doc: Mapping, limits: Limits = DEFAULT_LIMITS,
+                       found: list[tuple[str, str, object]] | None = None) -> Problem | None:
     """The first identifier value (a string) over ``max_identifier_chars`` or holding a
-    control character, as a problem; None when every one is fine."""
-    for pointer, _, value in identifier_fields(doc):
+    control character, as a problem; None when every one is fine. ``found``, when given,
+    receives each ``identifier_fields`` entry checked (so a caller that reads the
+    identifiers next does not walk the event again)."""
+    for field in identifier_fields(doc):
+        if found is not None:
+            found.append(field)
+        pointer, _, value = field
         if type(value) is not str:
             continue
         if len(value) > limits.max_identifier_chars:
@@ -258,7 +266,9 @@ def structure_problem(doc: object, limits: Limits = DEFAULT_LIMITS,
 
 
 def content_problem(doc: Mapping, limits: Limits = DEFAULT_LIMITS,
-                    raw: bytes | None = None) -> Problem | None:
-    """Identifier values, then structure (see ``identifier_problem``,
-    ``structure_problem``): the checks both ends run on an event beside its schema."""
-    return identifier_problem(doc, limits) or structure_problem(doc, limits, raw)
+                    raw: bytes | None = None,
+                    found: list[tuple[str, str, object]] | None = None) -> Problem | None:
+    """Identifier values, then structure (see ``identifier_problem``, whose ``found`` this
+    passes on, and ``structure_problem``): the checks both ends run on an event beside
+    its schema."""
+    return identifier_problem(doc, limits, found) or structure_problem(doc, limits, raw)

@@ -136,6 +136,8 @@ def type_error(event: Mapping) -> tuple[str, str] | None:
 
 
 _DEFAULT_KINDS = TopicKinds()
+# The topic kind of each event type without a social channel (``derive.route``), once.
+_KIND_OF_TYPE = {t: route({"type": t, "socialChannel": None}) for t in EVENT_TYPES}
 
 
 def validate_record(
@@ -190,51 +192,59 @@ def check_record(
     schemas: SchemaSet | None = None,
     limits: Limits | None = None,
     appended_at: datetime | float | None = None,
+    found: list[tuple[str, str, object]] | None = None,
 ) -> tuple[dict, datetime, str] | InvalidRecord:
     """``validate_record``'s decision without building a ``ValidEvent``: the normalized
     event, its event time and its topic kind, or the same ``InvalidRecord`` (the profile
     stage's hot path, which reduces the event at once). ``appended_at`` may also be
     given as epoch seconds (a Kafka record's timestamp), converted only when the event
-    has no ``receivedAt``."""
-    kinds = kinds or _DEFAULT_KINDS
-    schemas = schemas or default_schemas()
+    has no ``receivedAt`` and its time is near a bound. ``found``, when given, receives
+    the event's ``limits.identifier_fields`` entries as they were checked."""
+    kind = (kinds or _DEFAULT_KINDS).kind(topic)
     limits = limits or DEFAULT_LIMITS
-
-    def fail(reason: str, field: str | None = None) -> InvalidRecord:
-        return InvalidRecord(topic, partition, offset, key, value, reason, field)
-
-    kind = kinds.kind(topic)
     if kind is None:
-        return fail(f"topic {topic!r} is not an event topic")
+        return InvalidRecord(topic, partition, offset, key, value,
+                             f"topic {topic!r} is not an event topic", None)
     if not value:
-        return fail("empty value", "")
+        return InvalidRecord(topic, partition, offset, key, value, "empty value", "")
     if len(value) > limits.max_event_bytes:
-        return fail(f"event is {len(value)} bytes, over the limit of {limits.max_event_bytes}"
-                    " bytes (max_event_bytes)", "")
+        return InvalidRecord(topic, partition, offset, key, value,
+                             f"event is {len(value)} bytes, over the limit of "
+                             f"{limits.max_event_bytes} bytes (max_event_bytes)", "")
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        return fail(f"value is not JSON: {exc}", "")
-    if not isinstance(doc, dict):
-        return fail(f"value must be a JSON object, not {json_type(doc)}", "")
-    if doc.get("messageId") is None or doc.get("messageId") == "":
+        return InvalidRecord(topic, partition, offset, key, value,
+                             f"value is not JSON: {exc}", "")
+    if type(doc) is not dict:
+        return InvalidRecord(topic, partition, offset, key, value,
+                             f"value must be a JSON object, not {json_type(doc)}", "")
+    message_id = doc.get("messageId")
+    if message_id is None or message_id == "":
         doc["messageId"] = message_id_for_record(value)
     problem = type_error(doc) or ids_error(doc)
-    if problem is None and route({"type": doc["type"], "socialChannel": None}) != kind and not (
-        kind == "social" and doc["type"] == "track"
-    ):
-        right = route({"type": doc["type"], "socialChannel": None})
-        problem = "/type", f"/type: a {doc['type']} event belongs on the {right} topic, not {topic}"
+    if problem is None:
+        event_type = doc["type"]
+        right = _KIND_OF_TYPE[event_type]
+        if right != kind and not (kind == "social" and event_type == "track"):
+            problem = "/type", f"/type: a {event_type} event belongs on the {right} topic, " \
+                               f"not {topic}"
     times: dict[str, datetime] = {}
-    problem = (problem or schema_error(schemas.topics[kind], doc)
-               or time_problem(doc, parsed=times) or content_problem(doc, limits, value))
+    problem = (problem or schema_error((schemas or default_schemas()).topics[kind], doc)
+               or time_problem(doc, parsed=times) or content_problem(doc, limits, value, found))
     if problem is not None:
-        return fail(problem[1], problem[0])
+        return InvalidRecord(topic, partition, offset, key, value, problem[1], problem[0])
     if "source" not in doc:
         doc["source"] = derive_source(doc, None)
+    moment = times["timestamp"]
     received = times.get("receivedAt")
     if received is None:
-        received = datetime.fromtimestamp(appended_at, UTC) \
-            if isinstance(appended_at, float | int) else appended_at
-    event_time = bound_time(times["timestamp"], received, limits)
-    return doc, event_time, kind
+        if appended_at is None or isinstance(appended_at, datetime):
+            received = appended_at
+        else:  # epoch seconds; perf: most times are far inside their bounds
+            at = moment.timestamp()
+            if appended_at - limits.max_past.total_seconds() + 1 < at < \
+                    appended_at + limits.max_future.total_seconds() - 1:
+                return doc, moment, kind  # bound_time would return it as it is
+            received = datetime.fromtimestamp(appended_at, UTC)
+    return doc, bound_time(moment, received, limits), kind

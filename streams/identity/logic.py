@@ -102,11 +102,16 @@ def usable_identifiers(identifiers: Iterable[str], rules: IdentityRules,
     """The identifiers that may take part in matching: not blocked, not forgotten, unique,
     in priority order (highest first, then by value)."""
     keep: dict[str, tuple[int, str, str]] = {}  # key -> its priority_key
+    is_blocked, rank = rules.is_blocked, rules.rank  # perf: asked of every identifier
     for key in identifiers:
-        id_type, value = split_key(key)
-        if key in forgotten or rules.is_blocked(value):
+        id_type, sep, value = key.partition(":")  # split_key without a call
+        if not sep or not id_type:
+            split_key(key)  # raises, saying why
+        if key in forgotten or is_blocked(value):
             continue
-        keep[key] = (rules.rank(id_type), id_type, value)
+        keep[key] = (rank(id_type), id_type, value)
+    if len(keep) < 2:
+        return list(keep)
     return sorted(keep, key=keep.__getitem__)
 
 

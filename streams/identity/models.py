@@ -94,7 +94,10 @@ class IdentityRules:
         """True when ``value`` may never identify anyone (exact, case-insensitive, or regex)."""
         if value.casefold() in self._blocked_folded:  # type: ignore[attr-defined]
             return True
-        return any(p.fullmatch(value) for p in self._compiled)  # type: ignore[attr-defined]
+        for pattern in self._compiled:  # type: ignore[attr-defined]
+            if pattern.fullmatch(value):  # (a loop: any() over a generator costs more)
+                return True
+        return False
 
 
 @dataclass(frozen=True)
@@ -105,13 +108,16 @@ class Dropped:
     rule: str  # "limit:<type>" or "merge_cap"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Resolution:
     """Where one event goes.
 
     ``target`` is the surviving profile id, or None when the event starts a new profile;
     ``merged`` are the other matched profiles, folded into the target; ``added`` are the
     identifiers new to the target; ``dropped`` the identifiers left out, with the rule.
+
+    Never changed once built, but not ``frozen`` (one is built per event on the fold's
+    hot path; a frozen ``__init__`` costs 1.0 µs against 0.35, see ``FoldEvent``).
     """
 
     target: str | None

@@ -5,6 +5,7 @@ Pure: no Kafka, no SQL."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -29,6 +30,10 @@ from streams.profiles.models import EVENT_TYPES, FoldEvent, InvalidEvent, iso
 MAX_MESSAGE_ID = MESSAGE_ID_MAX_CHARS  # the schema's, one limit at both ends
 _LABELS = {"anonymous_id": ANONYMOUS_ID, "user_id": USER_ID, "email": EMAIL, "phone": PHONE,
            "device_id": DEVICE_ID}
+# Identifier types whose normalized value is the string trimmed (``normalize_value``).
+_TRIMMED = frozenset((ANONYMOUS_ID, USER_ID, DEVICE_ID))
+_ITEM_FIELDS = ("product_id", "item_id", "sku", "content_id", "post_id")
+_EMPTY: dict = {}  # an absent context; only read
 
 
 def _str(value: object, limit: int = 256) -> str | None:
@@ -60,7 +65,8 @@ def derive_source_channel(doc: dict) -> tuple[str, str | None]:
     return derive_source(doc, None), canonical_channel(doc.get("socialChannel"))
 
 
-def extract_identifiers(doc: dict) -> tuple[str, ...]:
+def extract_identifiers(doc: dict, fields: Iterable[tuple[str, str, object]] | None = None
+                        ) -> tuple[str, ...]:
     """Every normalized identifier an envelope carries (blocked values included).
 
     Read from the event contract's ``identifier_fields`` (the places its limits check):
@@ -68,37 +74,46 @@ def extract_identifiers(doc: dict) -> tuple[str, ...]:
     ``context.traits`` email and phone (not a group call's traits: the account's),
     ``context.device.id``, and every ``context.externalIds[]`` entry (social channel ids
     and handles, custom types).
+    ``fields``: ``identifier_fields(doc)`` when the caller already listed them.
     """
-    keys = []
-    for _, label, raw in identifier_fields(doc):
-        if label.startswith("external:"):
+    keys = set()
+    for _, label, raw in identifier_fields(doc) if fields is None else fields:
+        if raw is None:
+            continue  # most fields are absent (normalize_value's answer too)
+        id_type = _LABELS.get(label)
+        if id_type is None:  # "external:" + the entry's own type
             id_type = canonical_type(_str(label[len("external:"):], 64) or "")
             if not id_type:
                 continue
+        if id_type in _TRIMMED and type(raw) is str:
+            value = raw.strip()[:512]  # normalize_value's rule for these, without a call
         else:
-            id_type = _LABELS[label]
-        value = normalize_value(id_type, raw)
-        if value is not None:
-            keys.append(id_key(id_type, value))
-    return tuple(sorted(set(keys)))
+            value = normalize_value(id_type, raw)
+            if value is None:
+                continue
+        keys.add(id_key(id_type, value))
+    return tuple(sorted(keys))
 
 
 def _scalar_map(value: object, limit: int = 100) -> dict[str, Any]:
     """Keep JSON scalars and small lists/dicts; the key count is bounded."""
-    out: dict[str, Any] = {}
-    for k, v in list(_dict(value).items())[:limit]:
-        if isinstance(k, str) and k:
-            out[k[:128]] = v
-    return out
+    if not value or not isinstance(value, dict):
+        return {}
+    items = value.items() if len(value) <= limit else list(value.items())[:limit]
+    return {k[:128]: v for k, v in items if isinstance(k, str) and k}
 
 
-def decode_envelope(doc: object, when: datetime | None = None) -> FoldEvent | InvalidEvent:
+def decode_envelope(doc: object, when: datetime | None = None,
+                    fields: Iterable[tuple[str, str, object]] | None = None,
+                    ) -> FoldEvent | InvalidEvent:
     """A Segment-spec envelope (already parsed JSON) as a ``FoldEvent``, or why not.
 
     This is the single swap point for the ingestion domain's validator: whatever
     validates the envelope must hand back a dict for this function to reduce.
     ``when``: the event time when the validator already parsed ``timestamp`` (saves
     parsing it twice on the hot path); otherwise it is read from the envelope.
+    ``fields``: the envelope's ``identifier_fields`` when the validator already listed
+    them (``limits.identifier_problem``'s ``found``).
     """
     if not isinstance(doc, dict):
         return InvalidEvent("event is not a JSON object")
@@ -112,59 +127,68 @@ def decode_envelope(doc: object, when: datetime | None = None) -> FoldEvent | In
         return InvalidEvent(f"messageId: longer than {MAX_MESSAGE_ID} characters")
     if _str(doc.get("userId")) is None and _str(doc.get("anonymousId")) is None:
         return InvalidEvent("userId/anonymousId: at least one is required")
-    for name in () if when is not None else (
-            "timestamp", "originalTimestamp", "receivedAt", "sentAt"):
-        if name in doc and doc[name] is not None:
-            moment = instant(doc[name])
-            if isinstance(moment, str):
-                return InvalidEvent(f"{name}: {moment}")
-            received = instant(doc.get("receivedAt"))
-            when = bound_time(moment, received if isinstance(received, datetime) else None,
-                              DEFAULT_LIMITS)
-            break
     if when is None:
-        return InvalidEvent("timestamp: missing (and no receivedAt or sentAt)")
-    context = _dict(doc.get("context"))
-    properties = _dict(doc.get("properties"))
-    # RudderStack's browser SDK sends an identify's traits in context.traits only.
-    traits = {**_scalar_map(context.get("traits")), **_scalar_map(doc.get("traits"))} \
-        if kind == "identify" else {}
-    preferences = _scalar_map(traits.pop("preferences", None)) if traits else {}
-    consent_raw = traits.pop("consent", None) if traits else None
-    consent = {k: v for k, v in _scalar_map(consent_raw).items() if isinstance(v, bool)}
-    source, channel = derive_source_channel(doc)
-    device_ctx = _dict(context.get("device"))
-    os_ctx = _dict(context.get("os"))
-    browser = _dict(context.get("browser"))
-    device = {k: v for k, v in (
-        ("id", _str(device_ctx.get("id"))),
-        ("type", _str(device_ctx.get("type"), 64)),
-        ("manufacturer", _str(device_ctx.get("manufacturer"), 64)),
-        ("model", _str(device_ctx.get("model"), 64)),
-        ("os", _str(os_ctx.get("name"), 64)),
-        # Web events: the browser the collector read from the user agent.
-        ("browser", _str(browser.get("name"), 64)),
-    ) if v} if device_ctx or os_ctx or browser else {}
-    tz = _str(context.get("timezone"), 64)
-    group_id = _str(doc.get("groupId")) if kind == "group" else None
-    if kind == "group" and group_id is None:
-        return InvalidEvent("groupId: missing (a group call names the account)")
-    event_name = _str(doc.get("event")) if kind == "track" else _str(doc.get("name"))
+        for name in ("timestamp", "originalTimestamp", "receivedAt", "sentAt"):
+            if doc.get(name) is not None:
+                moment = instant(doc[name])
+                if isinstance(moment, str):
+                    return InvalidEvent(f"{name}: {moment}")
+                received = instant(doc.get("receivedAt"))
+                when = bound_time(moment, received if isinstance(received, datetime)
+                                  else None, DEFAULT_LIMITS)
+                break
+        else:
+            return InvalidEvent("timestamp: missing (and no receivedAt or sentAt)")
+    group_id = None
+    if kind == "group":
+        group_id = _str(doc.get("groupId"))
+        if group_id is None:
+            return InvalidEvent("groupId: missing (a group call names the account)")
+    # perf: the hot path; an absent or non-object part is an empty one.
+    context = doc.get("context")
+    if not isinstance(context, dict):
+        context = _EMPTY
+    if kind == "identify":
+        # RudderStack's browser SDK sends an identify's traits in context.traits only.
+        traits = {**_scalar_map(context.get("traits")), **_scalar_map(doc.get("traits"))}
+        preferences = _scalar_map(traits.pop("preferences", None)) if traits else {}
+        consent_raw = traits.pop("consent", None) if traits else None
+        consent = {k: v for k, v in _scalar_map(consent_raw).items() if isinstance(v, bool)}
+    else:
+        traits, preferences, consent = {}, {}, {}
+    device_ctx, os_ctx, browser = (context.get("device"), context.get("os"),
+                                   context.get("browser")) if context else (None, None, None)
+    device = {}
+    if device_ctx or os_ctx or browser:
+        device_ctx, os_ctx, browser = _dict(device_ctx), _dict(os_ctx), _dict(browser)
+        if device_ctx or os_ctx or browser:
+            device = {k: v for k, v in (
+                ("id", _str(device_ctx.get("id"))),
+                ("type", _str(device_ctx.get("type"), 64)),
+                ("manufacturer", _str(device_ctx.get("manufacturer"), 64)),
+                ("model", _str(device_ctx.get("model"), 64)),
+                ("os", _str(os_ctx.get("name"), 64)),
+                # Web events: the browser the collector read from the user agent.
+                ("browser", _str(browser.get("name"), 64)),
+            ) if v}
+    tz = _str(context.get("timezone"), 64) if context else None
     item = category = None
-    if properties:
-        for name in ("product_id", "item_id", "sku", "content_id", "post_id"):
+    properties = doc.get("properties")
+    if properties and isinstance(properties, dict):
+        for name in _ITEM_FIELDS:
             item = _str(properties.get(name), 128)
             if item:
                 break
         category = _str(properties.get("category"), 128) or \
             _str(properties.get("genre"), 128)
+    # Positional (the field order of FoldEvent): a third of the keyword call's cost.
     return FoldEvent(
-        message_id=message_id, time=iso(when), type=kind,
-        identifiers=extract_identifiers(doc), source=source, channel=channel,
-        event=event_name, category=category, item=item, traits=traits,
-        preferences=preferences, consent=consent, timezone=tz if valid_timezone(tz) else None,
-        device=device, group_id=group_id,
-        group_traits=_scalar_map(doc.get("traits")) if group_id else {},
+        message_id, iso(when), kind, extract_identifiers(doc, fields),
+        derive_source(doc, None), canonical_channel(doc.get("socialChannel")),
+        _str(doc.get("event")) if kind == "track" else _str(doc.get("name")),
+        category, item, traits, preferences, consent,
+        tz if valid_timezone(tz) else None, device, group_id,
+        _scalar_map(doc.get("traits")) if group_id else {},
     )
 
 

@@ -98,6 +98,8 @@ def _seen(profile: dict, scope: str, time: str) -> None:
 
 
 def _trim_recent(recent: dict) -> dict:
+    if len(recent) <= RECENT_ITEMS:  # perf: nothing to drop, only the order to make
+        return dict(sorted(recent.items()))
     keep = sorted(recent.items(), key=lambda kv: (kv[1][0], kv[1][1], kv[0]),
                   reverse=True)[:RECENT_ITEMS]
     return dict(sorted(keep))

@@ -25,12 +25,14 @@ def decode(record: Raw, kinds: TopicKinds | None = None,
     has its time bounded around its Kafka timestamp instead, which the broker holds
     within ``log.message.timestamp.after.max.ms`` (one hour in Kafka 4) of its clock."""
     topic, partition, offset, key, value = record[:5]
+    fields: list = []  # the identifier fields, listed once for both steps
     checked = check_record(topic, partition, offset, key, value, kinds=kinds, limits=limits,
-                           appended_at=(record[5] or None) if len(record) > 5 else None)
-    if isinstance(checked, InvalidRecord):
+                           appended_at=(record[5] or None) if len(record) > 5 else None,
+                           found=fields)
+    if type(checked) is InvalidRecord:
         return checked
-    folded = decode_envelope(checked[0], checked[1])
-    if isinstance(folded, InvalidEvent):
+    folded = decode_envelope(checked[0], checked[1], fields)  # type: ignore[index]
+    if type(folded) is InvalidEvent:
         return InvalidRecord(topic, partition, offset, key, value, folded.reason, None)
     return folded
 

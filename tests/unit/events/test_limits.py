@@ -17,7 +17,7 @@ from streams.events.dlq import dead_letter_for_record, dead_letter_for_rejection
 from streams.events.limits import DEFAULT_LIMITS, Limits, bound_time, instant
 from streams.events.models import InvalidRecord, Rejection, ValidEvent
 from streams.events.schemas import default_schemas
-from streams.events.validate import validate_record
+from streams.events.validate import check_record, validate_record
 from streams.identity.logic import IdentityRules
 from streams.ingest import logic
 from streams.ingest.models import RequestError, RoutedEvent
@@ -252,6 +252,31 @@ def test_a_direct_record_without_received_at_is_bounded_around_its_kafka_timesta
     assert instant(decode(raw).time) == NOW + DEFAULT_LIMITS.max_future
     # A five-field record (no Kafka time known) is decoded as before.
     assert instant(decode(raw[:5]).time) == NOW + DEFAULT_LIMITS.max_future
+
+
+@pytest.mark.parametrize("edge", ["past", "future"])
+@pytest.mark.parametrize("off", [-2.0, -1.0, -0.001, 0.0, 0.001, 1.0, 2.0, 5.0])
+def test_the_kafka_timestamp_bounds_at_and_near_each_edge_as_bound_time_does(edge, off):
+    # check_record leaves out the datetime arithmetic for a time well inside the window
+    # around a Kafka timestamp: near either edge the answer must still be bound_time's.
+    window = Limits(max_future=timedelta(minutes=10), max_past=timedelta(days=30))
+    at = NOW + timedelta(milliseconds=123)
+    base = at - window.max_past if edge == "past" else at + window.max_future
+    moment = base + timedelta(seconds=off)
+    raw = ("events.identify", 0, 7, b"k",
+           orjson.dumps(direct(timestamp=moment.isoformat())), at.timestamp())
+    folded = decode(raw, limits=window)
+    assert instant(folded.time) == bound_time(moment, at, window)
+
+
+def test_check_record_hands_back_the_identifier_fields_it_checked():
+    doc = direct(anonymousId="a1", traits={"email": "x@example.test"},
+                 context={"device": {"id": "d1"},
+                          "externalIds": [{"type": "instagram", "id": "i1"}]})
+    found: list = []
+    checked = check_record("events.identify", 0, 7, b"k", orjson.dumps(doc), found=found)
+    assert not isinstance(checked, InvalidRecord)
+    assert found == list(limits.identifier_fields(checked[0]))
 
 
 def test_a_later_opt_out_wins_over_a_timestamp_far_in_the_future():

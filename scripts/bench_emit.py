@@ -1,9 +1,11 @@
 """The emit loop in process: ``TriggerStage.emit_once`` over a burst of bench messages
 (``streams.bench.trigger_due``'s people and rules, all due at once), real Kafka through
 the stage's writer, real PostgreSQL, in a throwaway schema and topics. Prints the
-stage's Python CPU and its PostgreSQL backends' CPU (from /proc) per message, and the
-wall rate. With ``--cprofile FILE`` the rounds run under cProfile (slower; for where
-the time goes, not for the rate).
+stage's Python CPU and its PostgreSQL backends' CPU (from /proc) per message, the CPU of
+PostgreSQL's background processes (WAL writer, checkpointer...) and of the Kafka broker
+per message (every client's work: other sessions' add noise), and the wall rate. With
+``--cprofile FILE`` the rounds run under cProfile (slower; for where the time goes, not
+for the rate).
 
     .venv/bin/python scripts/bench_emit.py PEOPLE [--lanes N] [--rounds R] [--cprofile F]
 
@@ -35,6 +37,24 @@ from streams.triggers.agents import make_message_producer, prepare_trigger_proce
 from streams.triggers.stage import TriggerStage
 
 TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _servers_but(pids: list[int]) -> tuple[list[int], list[int]]:
+    """The Kafka broker's pids, and PostgreSQL's background processes' (the WAL writer,
+    the checkpointer, autovacuum...: not a client's backend, which other sessions'
+    work would make noise of; ``pids``, the pool's backends, are counted apart)."""
+    import psutil
+
+    broker, background = [], []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "kafka.Kafka" in cmd:
+            broker.append(proc.pid)
+        elif (proc.info["name"] or "").startswith("postgres") and proc.pid not in pids \
+                and not (cmd and cmd[0].startswith("postgres: ") and "(" in cmd[0]) \
+                and not (len(cmd) == 1 and "(" in cmd[0]):
+            background.append(proc.pid)
+    return broker, background
 
 
 def _proc_cpu(pids: list[int]) -> float:
@@ -125,6 +145,7 @@ async def main(people: int, lanes: int, rounds: int, profile: str | None,
         await producer.start()
         stage = TriggerStage(settings, engine, producer)
         pids = await _backend_pids(engine, lanes + 1)
+        broker, background = _servers_but(pids)
         if dump is not None:
             dump.update(await _dump(engine, settings, set_path, S))
         profiler = cProfile.Profile() if profile else None
@@ -151,12 +172,14 @@ async def main(people: int, lanes: int, rounds: int, profile: str | None,
                         await asyncio.sleep(0.01)
 
             cpu0, pg0, wall0 = time.process_time(), _proc_cpu(pids), time.perf_counter()
+            kafka0, bg0 = _proc_cpu(broker), _proc_cpu(background)
             if profiler:
                 profiler.enable()
             await asyncio.gather(*(lane() for _ in range(lanes)))
             if profiler:
                 profiler.disable()
             cpu, pg = time.process_time() - cpu0, _proc_cpu(pids) - pg0
+            kafka, bg = _proc_cpu(broker) - kafka0, _proc_cpu(background) - bg0
             wall = time.perf_counter() - wall0
             if steps:
                 print("  wall us/msg: " + ", ".join(f"{k} {v / total * 1e6:.0f}"
@@ -164,7 +187,9 @@ async def main(people: int, lanes: int, rounds: int, profile: str | None,
                 STEPS.clear()
             print(f"round {r}: {total:,} messages, {lanes} lane(s), {total / wall:,.0f} msg/s, "
                   f"Python {cpu / total * 1e6:.0f} us/msg, PostgreSQL {pg / total * 1e6:.0f} "
-                  f"us/msg, load {os.getloadavg()[0]:.2f}", flush=True)
+                  f"us/msg (+ background {bg / total * 1e6:.0f}), broker "
+                  f"{kafka / total * 1e6:.0f} us/msg, load {os.getloadavg()[0]:.2f}",
+                  flush=True)
         if profiler:
             profiler.dump_stats(profile)
         if steps:

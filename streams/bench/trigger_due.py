@@ -87,6 +87,9 @@ class DueLoopResult:
     # phase -> CPU s of every PostgreSQL and Kafka broker process on the machine (other
     # clients of the same server included): what the messages cost beside the emitters.
     server_cpu: dict[str, float] = field(default_factory=dict)
+    # phase -> CPU s of the emitters' own PostgreSQL backends (the server processes of
+    # their connections): the stage's PostgreSQL cost, without other clients'.
+    backend_cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def burst_rate(self) -> float:
@@ -242,6 +245,35 @@ def _server_cpu() -> float:
     return total
 
 
+async def _backend_cpu(engine, procs: list[subprocess.Popen]) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL backend serving a connection of ``procs`` (matched
+    by the connection's client port), by backend pid."""
+    ports = set()
+    for proc in procs:
+        try:
+            ports.update(c.laddr.port for c in psutil.Process(proc.pid).net_connections("tcp")
+                         if c.raddr)
+        except psutil.Error:
+            pass
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text(
+            "SELECT pid, client_port FROM pg_stat_activity WHERE client_port IS NOT NULL"
+        ))).all()
+    out = {}
+    for pid, port in rows:
+        if port in ports:
+            try:
+                out[pid] = sum(psutil.Process(pid).cpu_times()[:2])
+            except psutil.Error:
+                pass
+    return out
+
+
+def _spent(before: dict[int, float], after: dict[int, float]) -> float:
+    # A backend opened during the phase counts from zero.
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
 async def _until_sent(engine, settings: Settings, rule: str, limit_s: float,
                       interval: float) -> float:
     """Poll until no row of ``rule`` is pending; returns the wall time (epoch seconds) it
@@ -331,12 +363,15 @@ async def due_loop(settings: Settings, engine, *, messages: int, spread_seconds:
                     {"t0": first_due, "step": spread_seconds / messages, "r": SPREAD})
             result.late_start = max(0.0, (datetime.now(UTC) - first_due).total_seconds())
             cpu0, server0 = _cpu(procs), _server_cpu()
+            backends0 = await _backend_cpu(engine, procs)
             await _until_sent(engine, settings, SPREAD, spread_seconds + 600, 0.5)
             result.emitter_cpu["spread"] = _cpu(procs) - cpu0
             result.server_cpu["spread"] = _server_cpu() - server0
+            result.backend_cpu["spread"] = _spent(backends0, await _backend_cpu(engine, procs))
             # Phase 2: all due at once.
             say(f"{messages:,} messages due at once...")
             cpu0, server0 = _cpu(procs), _server_cpu()
+            backends0 = await _backend_cpu(engine, procs)
             async with engine.begin() as conn:
                 await conn.execute(set_path)
                 due_now = datetime.now(UTC)
@@ -345,6 +380,7 @@ async def due_loop(settings: Settings, engine, *, messages: int, spread_seconds:
             done = await _until_sent(engine, settings, BURST, 600, 0.1)
             result.emitter_cpu["burst"] = _cpu(procs) - cpu0
             result.server_cpu["burst"] = _server_cpu() - server0
+            result.backend_cpu["burst"] = _spent(backends0, await _backend_cpu(engine, procs))
             # From the due moment (the UPDATE's own commit time counts against the stage).
             result.burst_seconds = done - due_now.timestamp()
         finally:

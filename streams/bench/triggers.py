@@ -220,6 +220,10 @@ def report(e2e: EndToEndResult, due: DueLoopResult, settings: Settings) -> Table
                   " / ".join(f"{due.server_cpu.get(k, 0) / max(n, 1) * 1e6:,.0f} µs"
                              for k, n in (("spread", due.spread_sent),
                                           ("burst", due.burst_sent))), "", "", "")
+    table.add_row("    of which the emitters' own PostgreSQL backends (spread / burst)",
+                  " / ".join(f"{due.backend_cpu.get(k, 0) / max(n, 1) * 1e6:,.0f} µs"
+                             for k, n in (("spread", due.spread_sent),
+                                          ("burst", due.burst_sent))), "", "", "")
     return table
 
 

@@ -250,8 +250,7 @@ class TriggerStage:
         if not claim.rows and after is not None:
             after = None
             claim = await store.claim_due(conn, now, size, window=window)
-        people = len({row.profile_id for row in claim.rows})
-        if people < size or claim.start is None:
+        if not claim.full or claim.start is None:
             self._floor = None
             self._round_size = self.batch
         else:

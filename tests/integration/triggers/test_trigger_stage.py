@@ -223,3 +223,48 @@ async def test_a_batch_never_waits_for_a_plan_round_and_one_person_is_planned_on
         assert await rig.stage.plan_once() == 0
         (row,) = await rows(rig)
         assert row.profile_id == person and row.status == "pending"
+
+
+TWO_WELCOMES = WELCOME + WELCOME.split("\n", 2)[2].replace("[rules.welcome]",
+                                                              "[rules.welcome_too]")
+
+
+async def test_a_claim_counts_a_person_once_per_due_row_it_read_and_takes_all_their_rows(
+        settings):
+    # The claim try-locks the person of each due row as it reads the due index, until
+    # ``limit`` locks are taken: a person with two rows first in due order takes both
+    # locks of a claim of 2 (their lock is re-entrant), and that claim is full.
+    from sqlalchemy import text
+
+    clock = Clock()
+    async with Rig(settings, rules(TWO_WELCOMES), clock) as rig:
+        await rig.fold(*(page(f"m{i}", f"anon-{i}", i) for i in range(3)))
+        while await rig.stage.plan_once():
+            pass
+        clock.advance(minutes=1)
+        async with rig.engine.connect() as a, rig.engine.connect() as b:
+            await a.begin()
+            await b.begin()
+            for conn in (a, b):
+                await rig.stage._begin(conn)
+            first = await store.claim_due(a, clock.now, 2)
+            assert first.full
+            assert len(first.rows) == 2 and len({r.profile_id for r in first.rows}) == 1
+            assert {r.rule for r in first.rows} == {"welcome", "welcome_too"}
+            held = (await a.execute(text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND pid = pg_backend_pid()"))).scalar_one()
+            assert held == 1
+            # The rest, in another transaction: both other people, all their rows, in
+            # due order; fewer people than asked for, so not full.
+            rest = await store.claim_due(b, clock.now, 10)
+            assert not rest.full
+            assert len(rest.rows) == 4 and len({r.profile_id for r in rest.rows}) == 2
+            assert not {r.profile_id for r in first.rows} & {r.profile_id for r in rest.rows}
+            keys = [(r.due_at, r.message_id) for r in rest.rows]
+            assert keys == sorted(keys) and first.rows[0].due_at <= keys[0][0]
+            # The window's start is the first pending row, whoever holds it.
+            assert rest.start == first.start == min(
+                (r.due_at, r.message_id) for r in first.rows)
+            await a.rollback()
+            await b.rollback()

@@ -18,22 +18,27 @@ def stage(behind: list[int] | None, **settings) -> TriggerStage:
                         backlog=backlog)
 
 
-async def rounds_within(trigger: TriggerStage, seconds: float) -> int:
-    """How many rounds one loop runs in ``seconds`` when every round finds work."""
-    done = 0
+def busy_rounds() -> tuple[list[int], object]:
+    """A round that always finds work, and the count of its calls (``done[0]``)."""
+    done = [0]
 
     async def round_once() -> int:
-        nonlocal done
-        done += 1
+        done[0] += 1
         await asyncio.sleep(0.001)
         return 1
 
+    return done, round_once
+
+
+async def rounds_within(trigger: TriggerStage, seconds: float) -> int:
+    """How many rounds one loop runs in ``seconds`` when every round finds work."""
+    done, round_once = busy_rounds()
     stop = asyncio.Event()
     loop = asyncio.ensure_future(trigger._loop(round_once, stop))
     await asyncio.sleep(seconds)
     stop.set()
     await asyncio.wait_for(loop, 2)
-    return done
+    return done[0]
 
 
 async def test_a_backlog_over_the_limit_spaces_the_rounds_out():
@@ -55,20 +60,13 @@ async def test_no_backlog_a_zero_limit_or_an_unknown_backlog_never_yield():
 async def test_rounds_resume_once_the_fold_catches_up():
     behind = [5000]
     trigger = stage(behind, triggers_yield_backlog=1000, triggers_yield_seconds=60)
-    done = 0
-
-    async def round_once() -> int:
-        nonlocal done
-        done += 1
-        await asyncio.sleep(0.001)
-        return 1
-
+    done, round_once = busy_rounds()
     stop = asyncio.Event()
     loop = asyncio.ensure_future(trigger._loop(round_once, stop))
     await asyncio.sleep(0.2)
-    assert done == 1  # held back for the next 60 s
+    assert done[0] == 1  # held back for the next 60 s
     behind[0] = 0
     await asyncio.sleep(0.2)
     stop.set()
     await asyncio.wait_for(loop, 2)
-    assert done > 20
+    assert done[0] > 20

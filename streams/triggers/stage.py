@@ -97,8 +97,7 @@ class TriggerStage:
         self.topic = settings.topic(settings.topic_messages)
         self.batch = settings.triggers_batch
         schema = settings.profiles_schema or None
-        self._set_path = (text(f'SET LOCAL search_path TO "{check_schema_name(schema)}"')
-                          if schema else None)
+        self._begin_sql = text(_begin_statement(check_schema_name(schema) if schema else None))
         windows = [r.reeligible_after for r in self.rules.rules.values()]
         self.history_window = max([WEEK, *windows])
         self.policy = RetryPolicy(tries=3)
@@ -110,8 +109,7 @@ class TriggerStage:
         self._round_size = self.batch
 
     async def _begin(self, conn: AsyncConnection) -> None:
-        if self._set_path is not None:
-            await conn.execute(self._set_path)
+        await conn.execute(self._begin_sql)
 
     # --- plan ------------------------------------------------------------------------
     async def plan_once(self) -> int:
@@ -352,6 +350,29 @@ class TriggerStage:
                     await asyncio.wait_for(stop.wait(), timeout=pause)
                 except TimeoutError:
                     pass
+
+
+# What each round's transaction sets first (``SET LOCAL``: until it ends). The rounds'
+# statements select a few people's rows by profile or message id, or read the due index
+# in order; the right plan for each is an index scan, whatever the statistics say. The
+# statistics are stale exactly when the rounds matter most: when many rows have just
+# become due at once (a burst, the end of quiet hours) or just been decided, and
+# autovacuum has not analyzed the table since. Then the planner took a bitmap scan of
+# every due row and a sort for a claim that needs its first few hundred, and a
+# sequential scan of the whole schedule for a history of a few hundred people
+# (auto_explain, 2026-12-03; the burst's bimodal rate, docs/triggers.md): the claim cost
+# 447 µs a row instead of 36. Sequential and bitmap scans are made a last resort
+# (``enable_*`` only add a penalty to their cost: a statement that has no index to use
+# still runs), and JIT is off, which the penalty would otherwise switch on.
+_PLANNER = (("enable_seqscan", "off"), ("enable_bitmapscan", "off"), ("jit", "off"))
+
+
+def _begin_statement(schema: str | None) -> str:
+    """The statement that starts each round's transaction: the planner settings above
+    and, with ``schema`` (already checked), the search path. Pure."""
+    settings = [*_PLANNER, *((("search_path", f'"{schema}"'),) if schema else ())]
+    return "SELECT " + ", ".join(f"set_config('{name}', '{value}', true)"
+                                 for name, value in settings)
 
 
 def connections(settings: Settings) -> int:

@@ -268,3 +268,41 @@ async def test_a_claim_counts_a_person_once_per_due_row_it_read_and_takes_all_th
                 (r.due_at, r.message_id) for r in first.rows)
             await a.rollback()
             await b.rollback()
+
+
+async def test_the_rounds_read_by_index_whatever_the_statistics_say(settings):
+    # Statistics taken while every row was parked far in the future, then every row
+    # made due at once (a burst, the end of quiet hours): the planner believes nothing
+    # is due. A round's statements must still read the due index in order and the
+    # people's rows off the profile index, not scan or bitmap the whole schedule.
+    from sqlalchemy import text
+
+    clock = Clock()
+    async with Rig(settings, rules(WELCOME), clock) as rig:
+        await rig.fold(*(page(f"m{i}", f"anon-{i}", i) for i in range(60)))
+        while await rig.stage.plan_once():
+            pass
+        async with rig.engine.begin() as conn:
+            await rig.stage._begin(conn)
+            await conn.execute(text("UPDATE scheduled_messages SET due_at = 'infinity'"))
+            await conn.execute(text("ANALYZE scheduled_messages"))
+            await conn.execute(text("UPDATE scheduled_messages SET due_at = :t"),
+                               {"t": clock.now})
+        people = [r.profile_id for r in await rows(rig)][:10]
+        async with rig.engine.connect() as conn:
+            await conn.begin()
+            await rig.stage._begin(conn)
+            plans = {}
+            for name, statement, params in (
+                    ("claim", store._CLAIM_DUE, {"now": clock.now, "n": 5, "window": 20,
+                                                 "fd": store._START[0], "fm": ""}),
+                    ("history", store._HISTORY, {"p": "{" + ",".join(people) + "}",
+                                                 "since": clock.now})):
+                plans[name] = "\n".join(r[0] for r in await conn.execute(
+                    text("EXPLAIN " + statement.text), params))
+            await conn.rollback()
+        for name, plan in plans.items():
+            assert "Seq Scan" not in plan and "Bitmap" not in plan, (name, plan)
+        assert "Index Scan using scheduled_messages_due" in plans["claim"]
+        assert "Index Scan using scheduled_messages_profile" in plans["claim"]
+        assert "scheduled_messages_profile" in plans["history"]

@@ -233,12 +233,15 @@ class TriggerStage:
     async def _claim(self, conn: AsyncConnection, now: datetime) -> list[store.Row]:
         """The round's due rows (``store.claim_due``). While rounds come back full (a
         backlog), each takes twice the people of the one before, up to
-        ``BACKLOG_ROUNDS`` batches, and each claim starts at the first row the previous
-        one saw pending, instead of walking again the index entries of every row
-        decided since the last vacuum. A round that is not full, a claim from there
-        that finds nothing, or ``FLOOR_SECONDS`` since the start was taken, make the
-        next claim look from the beginning, so a row that became pending before it
-        (planned late, or given back by a failed round) waits for at most that."""
+        ``BACKLOG_ROUNDS`` batches, and each claim starts at the last row a claim of
+        this process locked (the latest of the lanes'), instead of walking again the
+        index entries of every row decided since the last vacuum and of the rows other
+        lanes hold: every due row before it was taken or held by another transaction
+        when that claim read it. A round that is not full, a claim from there that finds
+        nothing, or ``FLOOR_SECONDS`` since the floor was first taken, make the next
+        claim look from the beginning, so a row that became pending before it (planned
+        late, given back by a failed round, or its person locked by a plan round when
+        read) waits for at most that."""
         after = self._floor
         if after is not None and time.monotonic() - self._floor_at > FLOOR_SECONDS:
             after = None
@@ -248,13 +251,15 @@ class TriggerStage:
         if not claim.rows and after is not None:
             after = None
             claim = await store.claim_due(conn, now, size, window=window)
-        if not claim.full or claim.start is None:
+        if not claim.full or claim.last is None:
             self._floor = None
             self._round_size = self.batch
         else:
-            if after is None:
+            if after is None:  # from the beginning: the floor starts again here
                 self._floor_at = time.monotonic()
-            self._floor = claim.start
+                self._floor = claim.last
+            else:  # another lane's claim may have moved it further meanwhile
+                self._floor = max(claim.last, self._floor or claim.last)
             # A backlog: larger rounds, whose fixed costs (the transaction, its commit,
             # five statements) are shared by more messages.
             self._round_size = min(size * 2, self.batch * BACKLOG_ROUNDS)

@@ -101,15 +101,23 @@ _CONVERTED = text(f"UPDATE {S} SET {S.converted_at} = CAST(:at AS timestamptz) "
 # of a person already locked takes the lock again (it is re-entrant) and counts
 # towards ``n``. (Before, the whole window was read, grouped by person and sorted
 # first: at 2 lanes and rounds of 800 people, 6,400 rows for 800.) Then all those
-# people's due rows, locked, in due order, with ``start`` and how many locks the window
-# took (``n`` when the round is full). The CTEs are materialized, never inlined.
+# people's due rows, locked, in due order, with ``start``, how many locks the window
+# took (``n`` when the round is full) and the key of the last row locked. The CTEs are
+# materialized, never inlined. The row locks are what makes a claim safe from a round
+# that decided the same person and committed between this statement's snapshot and its
+# try-lock: the lock is then free, the snapshot still shows the rows pending, and
+# ``FOR UPDATE`` re-reads each row's latest version against the conditions (PostgreSQL's
+# EvalPlanQual), which drops the rows decided meanwhile. (Tried without it, reading the
+# sent history in the same statement: a burst of 100,000 messages read 100,961 people,
+# the extra ones most likely claimed again after another round had sent theirs.)
 WINDOW = 4
 _CLAIM_DUE = text(
     f"WITH start AS MATERIALIZED (SELECT {S.due_at} AS d, {S.message_id} AS m FROM {S} "
     f"WHERE {S.status} = 'pending' AND {S.due_at} <= :now "
     f"AND ({S.due_at}, {S.message_id}) >= (CAST(:fd AS timestamptz), CAST(:fm AS text)) "
     f"ORDER BY {S.due_at}, {S.message_id} LIMIT 1), "
-    f"mine AS MATERIALIZED (SELECT p FROM (SELECT {S.profile_id} AS p FROM {S} "
+    f"mine AS MATERIALIZED (SELECT p, d, m FROM (SELECT {S.profile_id} AS p, "
+    f"{S.due_at} AS d, {S.message_id} AS m FROM {S} "
     f"WHERE {S.status} = 'pending' AND {S.due_at} <= :now "
     f"AND ({S.due_at}, {S.message_id}) >= ((SELECT d FROM start), (SELECT m FROM start)) "
     f"ORDER BY {S.due_at}, {S.message_id} LIMIT :window OFFSET 0) AS o "
@@ -121,7 +129,8 @@ _CLAIM_DUE = text(
     # which cannot know the array's size (it guessed 50,000 rows), otherwise walked
     # every due row of the burst for each claim, filtering on the people.
     f"SELECT {_COLUMNS}, (SELECT d FROM start), (SELECT m FROM start), "
-    "(SELECT count(*) FROM mine) "
+    "(SELECT count(*) FROM mine), (SELECT d FROM mine ORDER BY d DESC, m DESC LIMIT 1), "
+    "(SELECT m FROM mine ORDER BY d DESC, m DESC LIMIT 1) "
     f"FROM {S} WHERE {S.profile_id} = ANY(ARRAY(SELECT DISTINCT p FROM mine)) "
     f"AND ({S.status} = 'pending') IS TRUE AND {S.due_at} <= :now "
     f"ORDER BY {S.due_at}, {S.message_id} FOR UPDATE OF {S}")
@@ -238,11 +247,14 @@ class DueClaim:
     the first row pending and due when it looked (None when it took nothing): no earlier
     row was pending then, and ``full``: True when it took as many people as it could
     (their locks, a person counted once per due row among those it read, reached the
-    limit)."""
+    limit), and ``last``, the key of the last row it locked, where its reading of the
+    due index stopped: every due row before it was either taken or locked by another
+    transaction."""
 
     rows: list[Row]
     start: DueKey | None
     full: bool = False
+    last: DueKey | None = None
 
 
 async def claim_due(conn: AsyncConnection, now: datetime, limit: int, *,
@@ -257,13 +269,13 @@ async def claim_due(conn: AsyncConnection, now: datetime, limit: int, *,
     an earlier claim), only people with a due row at or after that key are looked for:
     rows that became pending before it since (planned late, or given back by a round
     that failed) wait for a claim without it. One round trip."""
-    rows, start, locks = [], None, 0
+    rows, start, locks, last = [], None, 0, None
     for r in await conn.execute(_CLAIM_DUE, {
             "now": now, "n": limit, "window": window or WINDOW * limit,
             "fd": (after or _START)[0], "fm": (after or _START)[1]}):
         rows.append(_row(r))
-        start, locks = (r[10], r[11]), r[12]
-    return DueClaim(rows, start, locks >= limit)
+        start, locks, last = (r[10], r[11]), r[12], (r[13], r[14])
+    return DueClaim(rows, start, locks >= limit, last)
 
 
 async def history(conn: AsyncConnection, profile_ids: Iterable[str],

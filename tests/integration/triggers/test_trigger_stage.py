@@ -197,6 +197,21 @@ async def test_a_claim_after_a_start_skips_earlier_rows_and_the_loop_still_sends
         assert sorted(sent) == ["m-early", "m0", "m1", "m2"]
 
 
+async def test_after_a_full_round_the_next_claim_starts_at_the_last_row_it_locked(settings):
+    clock = Clock()
+    async with Rig(settings.model_copy(update={"triggers_batch": 2}), rules(WELCOME),
+                   clock) as rig:
+        await rig.fold(*(page(f"m{i}", f"anon-{i}", i) for i in range(3)))
+        while await rig.stage.plan_once():
+            pass
+        clock.advance(minutes=1)
+        assert await rig.stage.emit_once() == 2
+        sent = sorted((r.due_at, r.message_id) for r in await rows(rig) if r.status == "sent")
+        assert len(sent) == 2 and rig.stage._floor == sent[-1]
+        assert await rig.stage.emit_once() == 1  # the third person, from there
+        assert not rig.stage._floor  # not a full round: the next looks from the start
+
+
 async def test_a_batch_never_waits_for_a_plan_round_and_one_person_is_planned_once_at_a_time(
         settings):
     import asyncio

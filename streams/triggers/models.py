@@ -87,11 +87,23 @@ def message_id_for(rule: str, scope: str, event_ids: Iterable[str]) -> str:
     name = "\x1f".join((rule, scope, *sorted(set(event_ids))))
     # uuid.uuid5 by hand (RFC 4122: SHA-1 of namespace + name, version and variant bits),
     # without building a UUID object: the emit loop re-plans a rule for every message.
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    # The bits are set on the hex digits: the 13th is the version (5), the 17th's two
+    # high bits are the variant (10).
+    h = hashlib.sha1(_NAMESPACE_BYTES + name.encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+_VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
+
+
+def _record(cls: type, values: dict[str, Any]) -> Any:
+    """An instance of the frozen dataclass ``cls`` from a value for every field, without
+    its ``__init__`` (which sets each field through ``object.__setattr__``: a microsecond
+    or two a record, and the emit loop builds several records a message). The caller
+    gives every field and keeps the class's invariants (``__post_init__`` is not run)."""
+    obj = object.__new__(cls)
+    obj.__dict__.update(values)
+    return obj
 
 
 EventKey = tuple[datetime, str]
@@ -158,13 +170,14 @@ class TriggerEvent:
         anonymous = [i[13:] for i in doc.get("i") or () if i.startswith("anonymous_id:")]
         if len(anonymous) > 1:
             anonymous.sort()
-        return cls(
-            message_id=doc["m"], time=parse_utc(doc["t"]), type=doc["y"],
-            source=doc.get("s") or "unknown", channel=doc.get("c"), event=doc.get("e"),
-            category=doc.get("g"), item=doc.get("p"), device_id=device.get("id"),
-            device_type=device.get("type"),
-            anonymous_id=anonymous[0] if anonymous else None,
-        )
+        # parse_utc's times are aware: what __post_init__ checks holds.
+        return _record(cls, {
+            "message_id": doc["m"], "time": parse_utc(doc["t"]), "type": doc["y"],
+            "source": doc.get("s") or "unknown", "channel": doc.get("c"),
+            "event": doc.get("e"), "category": doc.get("g"), "item": doc.get("p"),
+            "device_id": device.get("id"), "device_type": device.get("type"),
+            "anonymous_id": anonymous[0] if anonymous else None,
+        })
 
     def to_why(self) -> dict[str, Any]:
         """The event as a message's ``why.events`` entry."""
@@ -270,23 +283,25 @@ class Person:
         recent = sorted((doc.get("recent") or {}).items(),
                         key=lambda kv: (tuple(kv[1]), kv[0]), reverse=True)
         timezone = doc.get("timezone")
-        return cls(
-            profile_id=str(doc["id"]),
-            identifiers=tuple(doc.get("identifiers") or ()),
-            traits=_values(doc.get("traits")),
-            preferences=_values(doc.get("preferences")),
-            consent={k: v for k, v in _values(doc.get("consent")).items()
-                     if isinstance(v, bool)},
-            timezone=timezone[0] if isinstance(timezone, list | tuple) else timezone,
-            hours_local={int(h): n for h, n in (hours.get("local") or {}).items()},
-            hours_utc={int(h): n for h, n in (hours.get("utc") or {}).items()},
-            category_affinity=dict(affinity.get("category") or {}),
-            item_affinity=dict(affinity.get("item") or {}),
-            recent_items=tuple(item for item, _ in recent),
-            events=tuple(e if isinstance(e, TriggerEvent) else TriggerEvent.from_json(e)
-                         for e in events),
-            forgotten=forgotten,
-        )
+        from_json = TriggerEvent.from_json
+        # What __post_init__ does (canonical events, sorted unique identifiers), done here.
+        return _record(cls, {
+            "profile_id": str(doc["id"]),
+            "identifiers": tuple(sorted(set(doc.get("identifiers") or ()))),
+            "traits": _values(doc.get("traits")),
+            "preferences": _values(doc.get("preferences")),
+            "consent": {k: v for k, v in _values(doc.get("consent")).items()
+                        if isinstance(v, bool)},
+            "timezone": timezone[0] if isinstance(timezone, list | tuple) else timezone,
+            "hours_local": {int(h): n for h, n in (hours.get("local") or {}).items()},
+            "hours_utc": {int(h): n for h, n in (hours.get("utc") or {}).items()},
+            "category_affinity": dict(affinity.get("category") or {}),
+            "item_affinity": dict(affinity.get("item") or {}),
+            "recent_items": tuple(item for item, _ in recent),
+            "events": canonical_events([e if isinstance(e, TriggerEvent) else from_json(e)
+                                        for e in events]),
+            "forgotten": forgotten,
+        })
 
     @classmethod
     def gone(cls, profile_id: str) -> Person:
@@ -331,15 +346,19 @@ class Intent:
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Intent:
         """Rebuild an intent stored with ``to_json``. Raises KeyError or ValueError."""
-        return cls(
-            message_id=doc["messageId"], rule=doc["rule"], kind=doc["kind"],
-            profile_id=doc["profileId"], trigger_events=tuple(doc["triggerEvents"]),
-            trigger_time=parse_utc(doc["triggerTime"]), due_at=parse_utc(doc["dueAt"]),
-            expires_at=parse_utc(doc["expiresAt"]),
-            exit_after=(parse_utc(doc["exitAfter"][0]), doc["exitAfter"][1]),
-            origin_channel=doc.get("originChannel"),
-            origin_device=doc.get("originDevice"), facts=dict(doc.get("facts") or {}),
-        )
+        trigger, exit_after = doc["triggerTime"], doc["exitAfter"]
+        trigger_time = parse_utc(trigger)
+        return _record(cls, {
+            "message_id": doc["messageId"], "rule": doc["rule"], "kind": doc["kind"],
+            "profile_id": doc["profileId"], "trigger_events": tuple(doc["triggerEvents"]),
+            "trigger_time": trigger_time, "due_at": parse_utc(doc["dueAt"]),
+            "expires_at": parse_utc(doc["expiresAt"]),
+            # Usually the triggering event itself: the same text, parsed once.
+            "exit_after": (trigger_time if exit_after[0] == trigger
+                           else parse_utc(exit_after[0]), exit_after[1]),
+            "origin_channel": doc.get("originChannel"),
+            "origin_device": doc.get("originDevice"), "facts": dict(doc.get("facts") or {}),
+        })
 
 
 @dataclass(frozen=True)

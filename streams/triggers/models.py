@@ -96,7 +96,7 @@ def message_id_for(rule: str, scope: str, event_ids: Iterable[str]) -> str:
 _VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
 
 
-def _record(cls: type, values: dict[str, Any]) -> Any:
+def frozen_record(cls: type, values: dict[str, Any]) -> Any:
     """An instance of the frozen dataclass ``cls`` from a value for every field, without
     its ``__init__`` (which sets each field through ``object.__setattr__``: a microsecond
     or two a record, and the emit loop builds several records a message). The caller
@@ -171,7 +171,7 @@ class TriggerEvent:
         if len(anonymous) > 1:
             anonymous.sort()
         # parse_utc's times are aware: what __post_init__ checks holds.
-        return _record(cls, {
+        return frozen_record(cls, {
             "message_id": doc["m"], "time": parse_utc(doc["t"]), "type": doc["y"],
             "source": doc.get("s") or "unknown", "channel": doc.get("c"),
             "event": doc.get("e"), "category": doc.get("g"), "item": doc.get("p"),
@@ -285,7 +285,7 @@ class Person:
         timezone = doc.get("timezone")
         from_json = TriggerEvent.from_json
         # What __post_init__ does (canonical events, sorted unique identifiers), done here.
-        return _record(cls, {
+        return frozen_record(cls, {
             "profile_id": str(doc["id"]),
             "identifiers": tuple(sorted(set(doc.get("identifiers") or ()))),
             "traits": _values(doc.get("traits")),
@@ -348,7 +348,7 @@ class Intent:
         """Rebuild an intent stored with ``to_json``. Raises KeyError or ValueError."""
         trigger, exit_after = doc["triggerTime"], doc["exitAfter"]
         trigger_time = parse_utc(trigger)
-        return _record(cls, {
+        return frozen_record(cls, {
             "message_id": doc["messageId"], "rule": doc["rule"], "kind": doc["kind"],
             "profile_id": doc["profileId"], "trigger_events": tuple(doc["triggerEvents"]),
             "trigger_time": trigger_time, "due_at": parse_utc(doc["dueAt"]),

@@ -81,6 +81,7 @@ def render_message(intent: Intent, person: Person, rule: AnyRule, rules: RuleSet
     by_id = {e.message_id: e for e in person.events}
     events = [by_id[m].to_why() if m in by_id else {"messageId": m}
               for m in intent.trigger_events]
+    due = iso(intent.due_at)
     return {
         "version": MESSAGE_VERSION,
         "messageId": intent.message_id,
@@ -96,7 +97,7 @@ def render_message(intent: Intent, person: Person, rule: AnyRule, rules: RuleSet
             "preferences": dict(person.preferences),
             "recommendations": _recommend(intent, person),
         },
-        "dueAt": iso(intent.due_at),
+        "dueAt": due,
         "expiresAt": iso(intent.expires_at),
         "emittedAt": iso(now),
         "why": {
@@ -107,7 +108,7 @@ def render_message(intent: Intent, person: Person, rule: AnyRule, rules: RuleSet
             "time": {
                 "triggeredAt": iso(intent.trigger_time),
                 "delay": format_duration(rule.delay),
-                "dueAt": iso(intent.due_at),
+                "dueAt": due,
                 "timezone": timing.zone,
                 "sendAt": rule.send_at,
                 "bestHour": timing.best_hour,

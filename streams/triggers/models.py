@@ -195,7 +195,8 @@ def _values(section: Mapping[str, Any] | None) -> dict[str, Any]:
     """A profile's last-writer-wins map ({name: [value, time, msg]}) as {name: value}."""
     out = {}
     for name, entry in (section or {}).items():
-        out[name] = entry[0] if isinstance(entry, list | tuple) and len(entry) == 3 else entry
+        # (list, tuple): ``list | tuple`` would build a union at every entry.
+        out[name] = entry[0] if isinstance(entry, (list, tuple)) and len(entry) == 3 else entry
     return out
 
 
@@ -280,8 +281,10 @@ class Person:
         Raises KeyError or ValueError on a malformed document."""
         hours = doc.get("hours") or {}
         affinity = doc.get("affinity") or {}
-        recent = sorted((doc.get("recent") or {}).items(),
-                        key=lambda kv: (tuple(kv[1]), kv[0]), reverse=True)
+        recent = doc.get("recent")
+        if recent:
+            recent = sorted(recent.items(), key=lambda kv: (tuple(kv[1]), kv[0]),
+                            reverse=True)
         timezone = doc.get("timezone")
         from_json = TriggerEvent.from_json
         # What __post_init__ does (canonical events, sorted unique identifiers), done here.
@@ -292,12 +295,12 @@ class Person:
             "preferences": _values(doc.get("preferences")),
             "consent": {k: v for k, v in _values(doc.get("consent")).items()
                         if isinstance(v, bool)},
-            "timezone": timezone[0] if isinstance(timezone, list | tuple) else timezone,
+            "timezone": timezone[0] if isinstance(timezone, (list, tuple)) else timezone,
             "hours_local": {int(h): n for h, n in (hours.get("local") or {}).items()},
             "hours_utc": {int(h): n for h, n in (hours.get("utc") or {}).items()},
             "category_affinity": dict(affinity.get("category") or {}),
             "item_affinity": dict(affinity.get("item") or {}),
-            "recent_items": tuple(item for item, _ in recent),
+            "recent_items": tuple([item for item, _ in recent]) if recent else (),
             "events": canonical_events([e if isinstance(e, TriggerEvent) else from_json(e)
                                         for e in events]),
             "forgotten": forgotten,

@@ -34,6 +34,7 @@ from streams.triggers.models import (
     SentRecord,
     Suppress,
     TriggerEvent,
+    frozen_record,
     iso,
     message_id_for,
 )
@@ -357,7 +358,8 @@ def decide_send(intent: Intent, person: Person, history: Iterable[SentRecord],
     if in_control_group(person.profile_id, rule.name, rule.control_share):
         return HoldOut(now, choice.chosen)
     message = render_message(intent, person, rule, rules, choice, timing, now)
-    return Send(choice.chosen, choice.destination or {}, message)
+    return frozen_record(Send, {"channel": choice.chosen,
+                                "destination": choice.destination or {}, "message": message})
 
 
 def converted(at: datetime, rule: AnyRule, events: Iterable[TriggerEvent]) -> bool:

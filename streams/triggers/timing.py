@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from streams.triggers.models import Person
+from streams.triggers.models import Person, frozen_record
 
 
 @functools.lru_cache(maxsize=512)
@@ -169,5 +169,6 @@ def send_time(due_at: datetime, expires_at: datetime, now: datetime, zone_name: 
 
     planned, _ = earliest(due_at)
     at, reason = earliest(now)
-    return SendTime(at=at, reason=reason, zone=zone_name, best_hour=best, quiet=quiet,
-                    held_until=planned if planned > due_at else None)
+    return frozen_record(SendTime, {"at": at, "reason": reason, "zone": zone_name,
+                                    "best_hour": best, "quiet": quiet,
+                                    "held_until": planned if planned > due_at else None})

@@ -190,13 +190,13 @@ def _chosen(person: Person, rule: AnyRule,
         goals = []
     elif goals is None:
         goals = _goal_keys(rule, person)
-    kept: list[Candidate] = []
-    for cand in _CANDIDATES[rule.kind](events, rule):
-        due = cand.trigger_time + rule.delay
-        goal = _first_goal_after(goals, cand.after)
-        if goal is not None and goal[0] <= due:
-            continue  # the person did what the message was for before it was due
-        kept.append(cand)
+    kept = _CANDIDATES[rule.kind](events, rule)
+    if goals:
+        delay = rule.delay
+        kept = [cand for cand in kept
+                # out: the person did what the message was for before it was due
+                if (goal := _first_goal_after(goals, cand.after)) is None
+                or goal[0] > cand.trigger_time + delay]
     # A total order on the candidates' own facts (ids are hashed only for those kept).
     if len(kept) > 1:
         kept.sort(key=lambda c: (c.trigger_time, c.scope, sorted(c.event_ids)))

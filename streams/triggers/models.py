@@ -193,8 +193,10 @@ class TriggerEvent:
 
 def _values(section: Mapping[str, Any] | None) -> dict[str, Any]:
     """A profile's last-writer-wins map ({name: [value, time, msg]}) as {name: value}."""
-    out = {}
-    for name, entry in (section or {}).items():
+    out: dict[str, Any] = {}
+    if not section:
+        return out
+    for name, entry in section.items():
         # (list, tuple): ``list | tuple`` would build a union at every entry.
         out[name] = entry[0] if isinstance(entry, (list, tuple)) and len(entry) == 3 else entry
     return out

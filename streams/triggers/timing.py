@@ -153,6 +153,10 @@ def send_time(due_at: datetime, expires_at: datetime, now: datetime, zone_name: 
     occurrence of the best hour after the due time (when it comes before expiry), and
     never inside quiet hours. Stateless: asking again later gives the same answer,
     so a held message needs no memory of why it was held."""
+    if best is None and quiet is None:  # what earliest() below comes to then
+        return frozen_record(SendTime, {"at": max(now, due_at), "reason": "due",
+                                        "zone": zone_name, "best_hour": None,
+                                        "quiet": None, "held_until": None})
 
     def earliest(at: datetime) -> tuple[datetime, str]:
         start, reason = due_at, "due"

@@ -94,7 +94,9 @@ def engagement(person: Person, now: datetime) -> dict[str, dict[str, Any]]:
         channel = event.origin
         if channel is None or not event.behavioural:
             continue
-        entry = figures.setdefault(channel, {"recent": 0, "total": 0, "lastSeen": None})
+        entry = figures.get(channel)
+        if entry is None:
+            entry = figures[channel] = {"recent": 0, "total": 0, "lastSeen": None}
         entry["total"] += 1
         if since <= event.time <= now:
             entry["recent"] += 1
@@ -134,6 +136,8 @@ def choose_channel(channels: list[str], prefer_origin: bool, intent: Intent,
     excluded: dict[str, str] = {}
     destinations: dict[str, dict[str, str]] = {}
     cross = intent.kind == "cross_device"
+    prefer = intent.origin_device if prefer_origin and not cross else None
+    avoid = intent.origin_device if cross else None
     for channel in channels:
         said = consent[channel]
         if not (said is not False if channel == "web" else said is True):  # _allows
@@ -142,10 +146,7 @@ def choose_channel(channels: list[str], prefer_origin: bool, intent: Intent,
         if cross and channel == intent.origin_channel and channel not in _SOURCE_OF:
             excluded[channel] = "the device it started on"
             continue
-        target = destination(
-            channel, person,
-            prefer=intent.origin_device if prefer_origin and not cross else None,
-            avoid=intent.origin_device if cross else None)
+        target = destination(channel, person, prefer=prefer, avoid=avoid)
         if target is None:
             excluded[channel] = "no destination"
             continue

@@ -335,7 +335,7 @@ def decide_send(intent: Intent, person: Person, history: Iterable[SentRecord],
         return Cancel(reason)
     if now < intent.due_at:
         return Hold(intent.due_at, "due")
-    choice = choose_channel(list(rule.channels), rule.prefer_origin, intent, person, now)
+    choice = choose_channel(rule.channels, rule.prefer_origin, intent, person, now)
     if choice.chosen is None:
         return Suppress("consent", "; ".join(f"{c}: {why}" for c, why in
                                              sorted(choice.excluded.items())))

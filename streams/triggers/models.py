@@ -183,11 +183,18 @@ class TriggerEvent:
         """The event as a message's ``why.events`` entry."""
         doc: dict[str, Any] = {"messageId": self.message_id, "type": self.type,
                                "time": iso(self.time), "source": self.source}
-        for name, value in (("event", self.event), ("channel", self.channel),
-                            ("category", self.category), ("item", self.item),
-                            ("deviceType", self.device_type)):
-            if value:
-                doc[name] = value
+        # Those that are set, in this order (one test each: a message has one per
+        # triggering event).
+        if self.event:
+            doc["event"] = self.event
+        if self.channel:
+            doc["channel"] = self.channel
+        if self.category:
+            doc["category"] = self.category
+        if self.item:
+            doc["item"] = self.item
+        if self.device_type:
+            doc["deviceType"] = self.device_type
         return doc
 
 
@@ -259,6 +266,8 @@ class Person:
     def locale(self) -> str | None:
         """The locale the person stated (traits or preferences ``locale``/``language``)."""
         for section in (self.preferences, self.traits):
+            if not section:
+                continue
             for name in ("locale", "language"):
                 value = section.get(name)
                 if isinstance(value, str) and value:
@@ -268,8 +277,11 @@ class Person:
     @property
     def name(self) -> str | None:
         """The person's name as they gave it (``name``, else first name), when known."""
+        traits = self.traits
+        if not traits:
+            return None
         for key in ("name", "firstName", "first_name"):
-            value = self.traits.get(key)
+            value = traits.get(key)
             if isinstance(value, str) and value.strip():
                 return value.strip()
         return None

@@ -166,17 +166,18 @@ class TriggerEvent:
     def from_json(cls, doc: Mapping[str, Any]) -> TriggerEvent:
         """From the compact form the profile stage stores per event (``FoldEvent.to_json``:
         m, t, y, i, s, c, e, g, p, d ...). Raises KeyError or ValueError when malformed."""
-        device = doc.get("d") or {}
-        anonymous = [i[13:] for i in doc.get("i") or () if i.startswith("anonymous_id:")]
-        if len(anonymous) > 1:
-            anonymous.sort()
+        device = doc.get("d") or _NO_DEVICE
+        anonymous = None  # the least of the event's anonymous ids
+        for i in doc.get("i") or ():
+            if i.startswith("anonymous_id:") and (anonymous is None or i[13:] < anonymous):
+                anonymous = i[13:]
         # parse_utc's times are aware: what __post_init__ checks holds.
         return frozen_record(cls, {
             "message_id": doc["m"], "time": parse_utc(doc["t"]), "type": doc["y"],
             "source": doc.get("s") or "unknown", "channel": doc.get("c"),
             "event": doc.get("e"), "category": doc.get("g"), "item": doc.get("p"),
             "device_id": device.get("id"), "device_type": device.get("type"),
-            "anonymous_id": anonymous[0] if anonymous else None,
+            "anonymous_id": anonymous,
         })
 
     def to_why(self) -> dict[str, Any]:
@@ -219,6 +220,7 @@ def canonical_events(events: Iterable[TriggerEvent]) -> tuple[TriggerEvent, ...]
     return tuple(sorted(seen.values(), key=_EVENT_KEY))
 
 
+_NO_DEVICE: Mapping[str, Any] = {}  # read only
 # ``TriggerEvent.key`` as one C call (a sort key per event of every person built).
 _EVENT_KEY = operator.attrgetter("time", "message_id")
 

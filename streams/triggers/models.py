@@ -210,6 +210,11 @@ def _values(section: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+def _hours(counts: Mapping[str, int] | None) -> dict[int, int]:
+    """A profile's hour histogram ({"19": n}) with integer hours."""
+    return {int(h): n for h, n in counts.items()} if counts else {}
+
+
 def canonical_events(events: Iterable[TriggerEvent]) -> tuple[TriggerEvent, ...]:
     """Events in canonical order (time, message id), one per message id (the first kept)."""
     seen: dict[str, TriggerEvent] = {}
@@ -312,8 +317,8 @@ class Person:
             "consent": {k: v for k, v in _values(doc.get("consent")).items()
                         if isinstance(v, bool)},
             "timezone": timezone[0] if isinstance(timezone, (list, tuple)) else timezone,
-            "hours_local": {int(h): n for h, n in (hours.get("local") or {}).items()},
-            "hours_utc": {int(h): n for h, n in (hours.get("utc") or {}).items()},
+            "hours_local": _hours(hours.get("local")),
+            "hours_utc": _hours(hours.get("utc")),
             "category_affinity": dict(affinity.get("category") or {}),
             "item_affinity": dict(affinity.get("item") or {}),
             "recent_items": tuple([item for item, _ in recent]) if recent else (),

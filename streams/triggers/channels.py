@@ -68,14 +68,16 @@ def destination(channel: str, person: Person, *, prefer: str | None = None,
                 used.append((event.time, value))
         if len(used) > 1:
             used.sort(reverse=True)
-        values = [v for _, v in used]
+        # The ids, the latest used first, once each (a dict keeps the first place).
+        values = {v: None for _, v in used if v != avoid}
         if web:  # no web event kept its id: any anonymous id of the person
-            values += person.identifiers_of("anonymous_id")
-        values = [v for v in dict.fromkeys(values) if v != avoid]
+            for i in person.identifiers:
+                if i.startswith("anonymous_id:") and i[13:] != avoid:
+                    values.setdefault(i[13:])
         if not values:
             return None
         return {"type": "anonymous_id" if web else "device_id",
-                "value": prefer if prefer in values else values[0]}
+                "value": prefer if prefer in values else next(iter(values))}
     if channel in SOCIAL_CHANNELS:
         for kind in (f"{channel}_id", f"{channel}_handle"):
             values = person.identifiers_of(kind)

@@ -56,6 +56,10 @@ def _rules():
                    {"control_share": 0.0, "exit_on_goal": True, "prefer_origin": False}):
         variants.append(type(base).model_validate(
             {**data, "rules": {k: {**data["rules"][k], **change} for k in data["rules"]}}))
+    # Browse abandonment after many views (more items than a message recommends).
+    many = {**data, "rules": {**data["rules"], "browse_abandonment": {
+        **data["rules"]["browse_abandonment"], "min_views": 6, "control_share": 0.0}}}
+    variants.append(type(base).model_validate(many))
     off = {**data, "rules": {k: {**v, "enabled": k != "welcome"} for k, v in
                              data["rules"].items()},
            "caps": {"per_day": 1, "per_week": 2}}
@@ -63,10 +67,12 @@ def _rules():
     return variants
 
 
-def _event(rnd: random.Random, i: int, pid: int) -> dict:
+def _event(rnd: random.Random, i: int, pid: int, dense: bool) -> dict:
+    # dense: a browsing session (views of many items within hours), else weeks of events
     source = rnd.choice(("web", "web", "mobile", "smartwatch", "social", "server", None))
-    kind = rnd.choice(("track", "track", "page", "screen", "identify"))
-    t = T0 + timedelta(minutes=rnd.randint(0, 60 * 24 * 40),
+    kind = rnd.choice(("page", "screen") if dense else
+                      ("track", "track", "page", "screen", "identify"))
+    t = T0 + timedelta(minutes=rnd.randint(0, 60 * 6 if dense else 60 * 24 * 40),
                        microseconds=rnd.choice((0, rnd.randint(1, 999_999))))
     doc: dict = {"m": f"p{pid}-e{i}", "t": _iso(t), "y": kind}
     if source is not None:
@@ -76,10 +82,10 @@ def _event(rnd: random.Random, i: int, pid: int) -> dict:
     name = rnd.choice(NAMES)
     if name is not None:
         doc["e"] = name
-    if rnd.random() < 0.5:
-        doc["g"] = rnd.choice(("running", "hiking", ""))
-    if rnd.random() < 0.5:
-        doc["p"] = rnd.choice(("shoe", "tent", "sock", ""))
+    if rnd.random() < (0.9 if dense else 0.5):
+        doc["g"] = rnd.choice(("running",) if dense else ("running", "hiking", ""))
+    if rnd.random() < (0.9 if dense else 0.5):
+        doc["p"] = rnd.choice(("shoe", "tent", "sock", "", *(f"item-{k}" for k in range(12))))
     if source in ("mobile", "smartwatch") and rnd.random() < 0.9:
         doc["d"] = {"id": rnd.choice(("phone-1", "phone-2", "watch-1")),
                     "type": rnd.choice(("ios", "android", "watch"))}
@@ -131,16 +137,16 @@ def _profile(rnd: random.Random, pid: int) -> dict:
     hours_local = {str(rnd.randint(0, 23)): rnd.randint(1, 9)
                    for _ in range(rnd.randint(0, 4))}
     hours_utc = {str(rnd.randint(0, 23)): rnd.randint(1, 9) for _ in range(rnd.randint(0, 3))}
-    items = ("shoe", "tent", "sock", "map", "cap")
+    items = ("shoe", "tent", "sock", "map", "cap", "rope", "boot", "lamp")
     recent = {it: [_iso(T0 + timedelta(hours=rnd.randint(0, 99))), f"m{it}"]
-              for it in rnd.sample(items, rnd.randint(0, 4))}
+              for it in rnd.sample(items, rnd.randint(0, 7))}
     return {"id": f"00000000-0000-4000-8000-{pid:012d}", "identifiers": ids,
             "traits": traits, "preferences": prefs, "consent": consent,
             "timezone": (_lww(rnd, zone) if zone is not None else None),
             "hours": {"local": hours_local, "utc": hours_utc} if rnd.random() < 0.9 else None,
             "affinity": {"category": {"running": rnd.randint(0, 5)},
                          "item": {it: rnd.randint(1, 5)
-                                  for it in rnd.sample(items, rnd.randint(0, 3))}},
+                                  for it in rnd.sample(items, rnd.randint(0, 6))}},
             "recent": recent}
 
 
@@ -174,7 +180,9 @@ def main(n: int, out_path: str) -> None:
     with open(out_path, "wb") as out:
         for pid in range(n):
             doc = _profile(rnd, pid)
-            events = [_event(rnd, i, pid) for i in range(rnd.randint(0, 25))]
+            dense = rnd.random() < 0.2
+            count = rnd.randint(0, 40 if dense else 25)
+            events = [_event(rnd, i, pid, dense) for i in range(count)]
             if events and rnd.random() < 0.3:
                 events.append(dict(rnd.choice(events)))  # a duplicate
             rnd.shuffle(events)

@@ -44,13 +44,21 @@ def _recommend(intent: Intent, person: Person) -> list[dict[str, Any]]:
         verb = _PAST.get(facts.get("action") or "", "interacted with")
         add(facts["item"], None, f"because you {verb} {facts['item']} on {facts.get('channel')}")
     # Then what the person is into: recently viewed items, strongest interests first,
-    # and the categories they said they like.
+    # and the categories they said they like. Only the first MAX_RECOMMENDATIONS are
+    # kept: once there are as many, nothing later can change them.
     for item in person.recent_items:
+        if len(out) >= MAX_RECOMMENDATIONS:
+            return out[:MAX_RECOMMENDATIONS]
         add(item, None, f"because you viewed {item}")
-    for item, _ in sorted(person.item_affinity.items(), key=lambda kv: (-kv[1], kv[0])):
-        add(item, None, f"because you showed interest in {item}")
+    if person.item_affinity:
+        for item, _ in sorted(person.item_affinity.items(), key=lambda kv: (-kv[1], kv[0])):
+            if len(out) >= MAX_RECOMMENDATIONS:
+                return out[:MAX_RECOMMENDATIONS]
+            add(item, None, f"because you showed interest in {item}")
     stated = person.preferences.get("categories")
     for category in stated if isinstance(stated, list) else []:
+        if len(out) >= MAX_RECOMMENDATIONS:
+            return out[:MAX_RECOMMENDATIONS]
         if isinstance(category, str):
             add(None, category, f"because you told us you like {category}")
     return out[:MAX_RECOMMENDATIONS]

@@ -65,25 +65,6 @@ def parse_utc(value: str) -> datetime:
 
 def iso(ts: datetime) -> str:
     """``YYYY-MM-DDTHH:MM:SS.ffffffZ`` of an aware datetime. Raises ValueError if naive."""
-    # The same instants come back within a round (its ``now`` in every message, an
-    # event's time in its ``why`` entry, its channel's last use, the trigger time): the
-    # texts of the latest ones are kept. Equal datetimes are the same instant, whose
-    # text this is whatever their zone; a naive one equals no aware key.
-    text = _ISO_TEXTS.get(ts)
-    if text is not None:
-        return text
-    text = _iso(ts)
-    if len(_ISO_TEXTS) >= _ISO_KEPT:
-        _ISO_TEXTS.clear()
-    _ISO_TEXTS[ts] = text
-    return text
-
-
-_ISO_TEXTS: dict[datetime, str] = {}
-_ISO_KEPT = 4096
-
-
-def _iso(ts: datetime) -> str:
     if ts.tzinfo is not UTC:
         if ts.tzinfo is None:
             raise ValueError("naive datetime: times must be timezone-aware")

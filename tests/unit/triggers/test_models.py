@@ -149,9 +149,6 @@ def test_message_ids_are_the_standard_uuid5_of_rule_scope_and_sorted_events(rule
 def test_iso_is_utc_with_microseconds_and_a_z(ts):
     from streams.triggers.models import iso
 
-    text = ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    assert iso(ts) == text
-    # Again, and the same instant in UTC: what iso keeps of the last instants.
-    assert iso(ts) == iso(ts.astimezone(UTC)) == text
+    assert iso(ts) == ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     with pytest.raises(ValueError):
         iso(ts.replace(tzinfo=None))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from streams.triggers.models import CHANNELS, SOCIAL_CHANNELS, Intent, Person, iso
+from streams.triggers.models import CHANNELS, SOCIAL_CHANNELS, Intent, Person, frozen_record, iso
 
 ENGAGEMENT_WINDOW = timedelta(days=30)
 # Consent keys read for each channel, first found wins ("social" covers every network).
@@ -58,21 +58,26 @@ def destination(channel: str, person: Person, *, prefer: str | None = None,
             return {"type": "email", "value": stated.strip().lower()}
         return {"type": "email", "value": emails[0]} if emails else None
     if channel in ("push", "watch", "web"):
-        kind = "anonymous_id" if channel == "web" else "device_id"
+        web = channel == "web"
         used: list[tuple[datetime, str]] = []
         for event in person.events:
             if event.origin != channel:
                 continue
-            value = event.anonymous_id if channel == "web" else event.device_id
+            value = event.anonymous_id if web else event.device_id
             if value:
                 used.append((event.time, value))
-        values = [v for _, v in sorted(used, reverse=True)]
-        if channel == "web":  # no web event kept its id: any anonymous id of the person
-            values += person.identifiers_of("anonymous_id")
-        values = [v for v in dict.fromkeys(values) if v != avoid]
+        if len(used) > 1:
+            used.sort(reverse=True)
+        # The ids, the latest used first, once each (a dict keeps the first place).
+        values = {v: None for _, v in used if v != avoid}
+        if web:  # no web event kept its id: any anonymous id of the person
+            for i in person.identifiers:
+                if i.startswith("anonymous_id:") and i[13:] != avoid:
+                    values.setdefault(i[13:])
         if not values:
             return None
-        return {"type": kind, "value": prefer if prefer in values else values[0]}
+        return {"type": "anonymous_id" if web else "device_id",
+                "value": prefer if prefer in values else next(iter(values))}
     if channel in SOCIAL_CHANNELS:
         for kind in (f"{channel}_id", f"{channel}_handle"):
             values = person.identifiers_of(kind)
@@ -91,7 +96,9 @@ def engagement(person: Person, now: datetime) -> dict[str, dict[str, Any]]:
         channel = event.origin
         if channel is None or not event.behavioural:
             continue
-        entry = figures.setdefault(channel, {"recent": 0, "total": 0, "lastSeen": None})
+        entry = figures.get(channel)
+        if entry is None:
+            entry = figures[channel] = {"recent": 0, "total": 0, "lastSeen": None}
         entry["total"] += 1
         if since <= event.time <= now:
             entry["recent"] += 1
@@ -124,28 +131,30 @@ def choose_channel(channels: list[str], prefer_origin: bool, intent: Intent,
                    person: Person, now: datetime) -> ChannelChoice:
     """Pick the channel and destination for ``intent`` among the rule's ``channels``.
     A cross-device intent never goes back to the device (or browser) it started on."""
-    consent = {c: stated_consent(c, person.consent) for c in channels}
+    stated_by = person.consent
+    consent = ({c: stated_consent(c, stated_by) for c in channels} if stated_by
+               else dict.fromkeys(channels))  # nothing stated: None for each
     figures = engagement(person, now)
     excluded: dict[str, str] = {}
     destinations: dict[str, dict[str, str]] = {}
     cross = intent.kind == "cross_device"
+    prefer = intent.origin_device if prefer_origin and not cross else None
+    avoid = intent.origin_device if cross else None
     for channel in channels:
-        if not _allows(channel, consent[channel]):
-            excluded[channel] = "no consent" if consent[channel] is None else "opted out"
+        said = consent[channel]
+        if not (said is not False if channel == "web" else said is True):  # _allows
+            excluded[channel] = "no consent" if said is None else "opted out"
             continue
         if cross and channel == intent.origin_channel and channel not in _SOURCE_OF:
             excluded[channel] = "the device it started on"
             continue
-        target = destination(
-            channel, person,
-            prefer=intent.origin_device if prefer_origin and not cross else None,
-            avoid=intent.origin_device if cross else None)
+        target = destination(channel, person, prefer=prefer, avoid=avoid)
         if target is None:
             excluded[channel] = "no destination"
             continue
         destinations[channel] = target
     if not destinations:
-        return ChannelChoice(None, None, "no channel allowed", consent, figures, excluded)
+        return _choice(None, None, "no channel allowed", consent, figures, excluded)
     stated = person.preferences.get("preferredChannel") or person.preferences.get("channel")
     if prefer_origin and intent.origin_channel in destinations:
         chosen, reason = intent.origin_channel, "the channel the trigger came from"
@@ -159,7 +168,15 @@ def choose_channel(channels: list[str], prefer_origin: bool, intent: Intent,
         chosen = min(destinations, key=rank)
         reason = ("the channel the person is most active on" if chosen in figures
                   else "the first allowed channel (no activity on any)")
-    return ChannelChoice(chosen, destinations[chosen], reason, consent, figures, excluded)
+    return _choice(chosen, destinations[chosen], reason, consent, figures, excluded)
+
+
+def _choice(chosen: str | None, target: dict[str, str] | None, reason: str,
+            consent: dict[str, bool | None], figures: dict[str, dict[str, Any]],
+            excluded: dict[str, str]) -> ChannelChoice:
+    return frozen_record(ChannelChoice, {
+        "chosen": chosen, "destination": target, "reason": reason, "consent": consent,
+        "engagement": figures, "excluded": excluded})
 
 
 def _negated(text: str | None) -> tuple:

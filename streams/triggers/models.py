@@ -87,11 +87,23 @@ def message_id_for(rule: str, scope: str, event_ids: Iterable[str]) -> str:
     name = "\x1f".join((rule, scope, *sorted(set(event_ids))))
     # uuid.uuid5 by hand (RFC 4122: SHA-1 of namespace + name, version and variant bits),
     # without building a UUID object: the emit loop re-plans a rule for every message.
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    # The bits are set on the hex digits: the 13th is the version (5), the 17th's two
+    # high bits are the variant (10).
+    h = hashlib.sha1(_NAMESPACE_BYTES + name.encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+_VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
+
+
+def frozen_record(cls: type, values: dict[str, Any]) -> Any:
+    """An instance of the frozen dataclass ``cls`` from a value for every field, without
+    its ``__init__`` (which sets each field through ``object.__setattr__``: a microsecond
+    or two a record, and the emit loop builds several records a message). The caller
+    gives every field and keeps the class's invariants (``__post_init__`` is not run)."""
+    obj = object.__new__(cls)
+    obj.__dict__.update(values)
+    return obj
 
 
 EventKey = tuple[datetime, str]
@@ -154,36 +166,53 @@ class TriggerEvent:
     def from_json(cls, doc: Mapping[str, Any]) -> TriggerEvent:
         """From the compact form the profile stage stores per event (``FoldEvent.to_json``:
         m, t, y, i, s, c, e, g, p, d ...). Raises KeyError or ValueError when malformed."""
-        device = doc.get("d") or {}
-        anonymous = [i[13:] for i in doc.get("i") or () if i.startswith("anonymous_id:")]
-        if len(anonymous) > 1:
-            anonymous.sort()
-        return cls(
-            message_id=doc["m"], time=parse_utc(doc["t"]), type=doc["y"],
-            source=doc.get("s") or "unknown", channel=doc.get("c"), event=doc.get("e"),
-            category=doc.get("g"), item=doc.get("p"), device_id=device.get("id"),
-            device_type=device.get("type"),
-            anonymous_id=anonymous[0] if anonymous else None,
-        )
+        device = doc.get("d") or _NO_DEVICE
+        anonymous = None  # the least of the event's anonymous ids
+        for i in doc.get("i") or ():
+            if i.startswith("anonymous_id:") and (anonymous is None or i[13:] < anonymous):
+                anonymous = i[13:]
+        # parse_utc's times are aware: what __post_init__ checks holds.
+        return frozen_record(cls, {
+            "message_id": doc["m"], "time": parse_utc(doc["t"]), "type": doc["y"],
+            "source": doc.get("s") or "unknown", "channel": doc.get("c"),
+            "event": doc.get("e"), "category": doc.get("g"), "item": doc.get("p"),
+            "device_id": device.get("id"), "device_type": device.get("type"),
+            "anonymous_id": anonymous,
+        })
 
     def to_why(self) -> dict[str, Any]:
         """The event as a message's ``why.events`` entry."""
         doc: dict[str, Any] = {"messageId": self.message_id, "type": self.type,
                                "time": iso(self.time), "source": self.source}
-        for name, value in (("event", self.event), ("channel", self.channel),
-                            ("category", self.category), ("item", self.item),
-                            ("deviceType", self.device_type)):
-            if value:
-                doc[name] = value
+        # Those that are set, in this order (one test each: a message has one per
+        # triggering event).
+        if self.event:
+            doc["event"] = self.event
+        if self.channel:
+            doc["channel"] = self.channel
+        if self.category:
+            doc["category"] = self.category
+        if self.item:
+            doc["item"] = self.item
+        if self.device_type:
+            doc["deviceType"] = self.device_type
         return doc
 
 
 def _values(section: Mapping[str, Any] | None) -> dict[str, Any]:
     """A profile's last-writer-wins map ({name: [value, time, msg]}) as {name: value}."""
-    out = {}
-    for name, entry in (section or {}).items():
-        out[name] = entry[0] if isinstance(entry, list | tuple) and len(entry) == 3 else entry
+    out: dict[str, Any] = {}
+    if not section:
+        return out
+    for name, entry in section.items():
+        # (list, tuple): ``list | tuple`` would build a union at every entry.
+        out[name] = entry[0] if isinstance(entry, (list, tuple)) and len(entry) == 3 else entry
     return out
+
+
+def _hours(counts: Mapping[str, int] | None) -> dict[int, int]:
+    """A profile's hour histogram ({"19": n}) with integer hours."""
+    return {int(h): n for h, n in counts.items()} if counts else {}
 
 
 def canonical_events(events: Iterable[TriggerEvent]) -> tuple[TriggerEvent, ...]:
@@ -196,6 +225,7 @@ def canonical_events(events: Iterable[TriggerEvent]) -> tuple[TriggerEvent, ...]
     return tuple(sorted(seen.values(), key=_EVENT_KEY))
 
 
+_NO_DEVICE: Mapping[str, Any] = {}  # read only
 # ``TriggerEvent.key`` as one C call (a sort key per event of every person built).
 _EVENT_KEY = operator.attrgetter("time", "message_id")
 
@@ -243,6 +273,8 @@ class Person:
     def locale(self) -> str | None:
         """The locale the person stated (traits or preferences ``locale``/``language``)."""
         for section in (self.preferences, self.traits):
+            if not section:
+                continue
             for name in ("locale", "language"):
                 value = section.get(name)
                 if isinstance(value, str) and value:
@@ -252,8 +284,11 @@ class Person:
     @property
     def name(self) -> str | None:
         """The person's name as they gave it (``name``, else first name), when known."""
+        traits = self.traits
+        if not traits:
+            return None
         for key in ("name", "firstName", "first_name"):
-            value = self.traits.get(key)
+            value = traits.get(key)
             if isinstance(value, str) and value.strip():
                 return value.strip()
         return None
@@ -267,26 +302,30 @@ class Person:
         Raises KeyError or ValueError on a malformed document."""
         hours = doc.get("hours") or {}
         affinity = doc.get("affinity") or {}
-        recent = sorted((doc.get("recent") or {}).items(),
-                        key=lambda kv: (tuple(kv[1]), kv[0]), reverse=True)
+        recent = doc.get("recent")
+        if recent:
+            recent = sorted(recent.items(), key=lambda kv: (tuple(kv[1]), kv[0]),
+                            reverse=True)
         timezone = doc.get("timezone")
-        return cls(
-            profile_id=str(doc["id"]),
-            identifiers=tuple(doc.get("identifiers") or ()),
-            traits=_values(doc.get("traits")),
-            preferences=_values(doc.get("preferences")),
-            consent={k: v for k, v in _values(doc.get("consent")).items()
-                     if isinstance(v, bool)},
-            timezone=timezone[0] if isinstance(timezone, list | tuple) else timezone,
-            hours_local={int(h): n for h, n in (hours.get("local") or {}).items()},
-            hours_utc={int(h): n for h, n in (hours.get("utc") or {}).items()},
-            category_affinity=dict(affinity.get("category") or {}),
-            item_affinity=dict(affinity.get("item") or {}),
-            recent_items=tuple(item for item, _ in recent),
-            events=tuple(e if isinstance(e, TriggerEvent) else TriggerEvent.from_json(e)
-                         for e in events),
-            forgotten=forgotten,
-        )
+        from_json = TriggerEvent.from_json
+        # What __post_init__ does (canonical events, sorted unique identifiers), done here.
+        return frozen_record(cls, {
+            "profile_id": str(doc["id"]),
+            "identifiers": tuple(sorted(set(doc.get("identifiers") or ()))),
+            "traits": _values(doc.get("traits")),
+            "preferences": _values(doc.get("preferences")),
+            "consent": {k: v for k, v in _values(doc.get("consent")).items()
+                        if isinstance(v, bool)},
+            "timezone": timezone[0] if isinstance(timezone, (list, tuple)) else timezone,
+            "hours_local": _hours(hours.get("local")),
+            "hours_utc": _hours(hours.get("utc")),
+            "category_affinity": dict(affinity.get("category") or {}),
+            "item_affinity": dict(affinity.get("item") or {}),
+            "recent_items": tuple([item for item, _ in recent]) if recent else (),
+            "events": canonical_events([e if isinstance(e, TriggerEvent) else from_json(e)
+                                        for e in events]),
+            "forgotten": forgotten,
+        })
 
     @classmethod
     def gone(cls, profile_id: str) -> Person:
@@ -331,15 +370,19 @@ class Intent:
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Intent:
         """Rebuild an intent stored with ``to_json``. Raises KeyError or ValueError."""
-        return cls(
-            message_id=doc["messageId"], rule=doc["rule"], kind=doc["kind"],
-            profile_id=doc["profileId"], trigger_events=tuple(doc["triggerEvents"]),
-            trigger_time=parse_utc(doc["triggerTime"]), due_at=parse_utc(doc["dueAt"]),
-            expires_at=parse_utc(doc["expiresAt"]),
-            exit_after=(parse_utc(doc["exitAfter"][0]), doc["exitAfter"][1]),
-            origin_channel=doc.get("originChannel"),
-            origin_device=doc.get("originDevice"), facts=dict(doc.get("facts") or {}),
-        )
+        trigger, exit_after = doc["triggerTime"], doc["exitAfter"]
+        trigger_time = parse_utc(trigger)
+        return frozen_record(cls, {
+            "message_id": doc["messageId"], "rule": doc["rule"], "kind": doc["kind"],
+            "profile_id": doc["profileId"], "trigger_events": tuple(doc["triggerEvents"]),
+            "trigger_time": trigger_time, "due_at": parse_utc(doc["dueAt"]),
+            "expires_at": parse_utc(doc["expiresAt"]),
+            # Usually the triggering event itself: the same text, parsed once.
+            "exit_after": (trigger_time if exit_after[0] == trigger
+                           else parse_utc(exit_after[0]), exit_after[1]),
+            "origin_channel": doc.get("originChannel"),
+            "origin_device": doc.get("originDevice"), "facts": dict(doc.get("facts") or {}),
+        })
 
 
 @dataclass(frozen=True)

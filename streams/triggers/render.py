@@ -44,13 +44,21 @@ def _recommend(intent: Intent, person: Person) -> list[dict[str, Any]]:
         verb = _PAST.get(facts.get("action") or "", "interacted with")
         add(facts["item"], None, f"because you {verb} {facts['item']} on {facts.get('channel')}")
     # Then what the person is into: recently viewed items, strongest interests first,
-    # and the categories they said they like.
+    # and the categories they said they like. Only the first MAX_RECOMMENDATIONS are
+    # kept: once there are as many, nothing later can change them.
     for item in person.recent_items:
+        if len(out) >= MAX_RECOMMENDATIONS:
+            return out[:MAX_RECOMMENDATIONS]
         add(item, None, f"because you viewed {item}")
-    for item, _ in sorted(person.item_affinity.items(), key=lambda kv: (-kv[1], kv[0])):
-        add(item, None, f"because you showed interest in {item}")
+    if person.item_affinity:
+        for item, _ in sorted(person.item_affinity.items(), key=lambda kv: (-kv[1], kv[0])):
+            if len(out) >= MAX_RECOMMENDATIONS:
+                return out[:MAX_RECOMMENDATIONS]
+            add(item, None, f"because you showed interest in {item}")
     stated = person.preferences.get("categories")
     for category in stated if isinstance(stated, list) else []:
+        if len(out) >= MAX_RECOMMENDATIONS:
+            return out[:MAX_RECOMMENDATIONS]
         if isinstance(category, str):
             add(None, category, f"because you told us you like {category}")
     return out[:MAX_RECOMMENDATIONS]
@@ -81,6 +89,7 @@ def render_message(intent: Intent, person: Person, rule: AnyRule, rules: RuleSet
     by_id = {e.message_id: e for e in person.events}
     events = [by_id[m].to_why() if m in by_id else {"messageId": m}
               for m in intent.trigger_events]
+    due = iso(intent.due_at)
     return {
         "version": MESSAGE_VERSION,
         "messageId": intent.message_id,
@@ -96,7 +105,7 @@ def render_message(intent: Intent, person: Person, rule: AnyRule, rules: RuleSet
             "preferences": dict(person.preferences),
             "recommendations": _recommend(intent, person),
         },
-        "dueAt": iso(intent.due_at),
+        "dueAt": due,
         "expiresAt": iso(intent.expires_at),
         "emittedAt": iso(now),
         "why": {
@@ -107,7 +116,7 @@ def render_message(intent: Intent, person: Person, rule: AnyRule, rules: RuleSet
             "time": {
                 "triggeredAt": iso(intent.trigger_time),
                 "delay": format_duration(rule.delay),
-                "dueAt": iso(intent.due_at),
+                "dueAt": due,
                 "timezone": timing.zone,
                 "sendAt": rule.send_at,
                 "bestHour": timing.best_hour,

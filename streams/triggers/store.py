@@ -6,7 +6,6 @@ their names from the metadata (``streams.triggers.tables``)."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from streams.db import SqlNames, uuid_array
-from streams.triggers.models import Intent, SentRecord
+from streams.triggers.models import Intent, SentRecord, frozen_record
 from streams.triggers.tables import scheduled_messages
 
 S = SqlNames(scheduled_messages)
@@ -39,11 +38,17 @@ class Row:
     decided_at: datetime | None
     converted_at: datetime | None
 
-    @functools.cached_property
+    @property
     def intent(self) -> Intent:
-        """The planned intent. Raises KeyError or ValueError when the stored one is
-        malformed."""
-        return Intent.from_json(self.intent_doc)
+        """The planned intent, decoded once. Raises KeyError or ValueError when the stored
+        one is malformed."""
+        # By hand, not functools.cached_property, which takes a lock at every first read
+        # (Python 3.11), a row's only read in the emit loop.
+        try:
+            return self.__dict__["_intent"]
+        except KeyError:
+            intent = self.__dict__["_intent"] = Intent.from_json(self.intent_doc)
+            return intent
 
 
 # The profile id as text: psycopg would build a uuid.UUID, which ``_row`` makes a string.
@@ -145,9 +150,10 @@ _STATS = text(
 
 
 def _row(r: Sequence[Any]) -> Row:
-    return Row(message_id=r[0], rule=r[1], profile_id=str(r[2]), status=r[3], reason=r[4],
-               intent_doc=r[5], due_at=r[6], sent_at=r[7], decided_at=r[8],
-               converted_at=r[9])
+    return frozen_record(Row, {
+        "message_id": r[0], "rule": r[1], "profile_id": str(r[2]), "status": r[3],
+        "reason": r[4], "intent_doc": r[5], "due_at": r[6], "sent_at": r[7],
+        "decided_at": r[8], "converted_at": r[9]})
 
 
 def _dumps(rows: list[dict]) -> dict[str, str]:

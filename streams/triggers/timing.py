@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from streams.triggers.models import Person
+from streams.triggers.models import Person, frozen_record
 
 
 @functools.lru_cache(maxsize=512)
@@ -153,6 +153,10 @@ def send_time(due_at: datetime, expires_at: datetime, now: datetime, zone_name: 
     occurrence of the best hour after the due time (when it comes before expiry), and
     never inside quiet hours. Stateless: asking again later gives the same answer,
     so a held message needs no memory of why it was held."""
+    if best is None and quiet is None:  # what earliest() below comes to then
+        return frozen_record(SendTime, {"at": max(now, due_at), "reason": "due",
+                                        "zone": zone_name, "best_hour": None,
+                                        "quiet": None, "held_until": None})
 
     def earliest(at: datetime) -> tuple[datetime, str]:
         start, reason = due_at, "due"
@@ -169,5 +173,6 @@ def send_time(due_at: datetime, expires_at: datetime, now: datetime, zone_name: 
 
     planned, _ = earliest(due_at)
     at, reason = earliest(now)
-    return SendTime(at=at, reason=reason, zone=zone_name, best_hour=best, quiet=quiet,
-                    held_until=planned if planned > due_at else None)
+    return frozen_record(SendTime, {"at": at, "reason": reason, "zone": zone_name,
+                                    "best_hour": best, "quiet": quiet,
+                                    "held_until": planned if planned > due_at else None})

@@ -212,7 +212,7 @@ class Settings(BaseSettings):
     kafka_version: str = "4.4.0"
     kafka_controller_port: int = Field(9093, ge=1, le=65535)
     kafka_heap: str = "768m"
-    pg_shared_buffers: str = "256MB"
+    pg_shared_buffers: str = "1GB"
     maven_repo: str = ""
 
     # --- ops dashboard (streams/ops) -------------------------------------------------

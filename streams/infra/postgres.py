@@ -204,7 +204,9 @@ class LocalPostgres:
                 f"-c unix_socket_directories={self.socket_dir}",
                 f"-c shared_buffers={self.infra.pg_shared_buffers}",
                 "-c max_connections=200",
-                "-c wal_level=replica -c max_wal_size=2GB",
+                # Checkpoints: at 2 GB a bench's writes started one every 40-80 s, back
+                # to back (docs/triggers.md, "The bimodal burst explained").
+                "-c wal_level=replica -c max_wal_size=8GB -c checkpoint_timeout=15min",
                 "-c synchronous_commit=on -c fsync=on",
             ])
             argv = ("pg_ctl", "-D", str(self.pgdata), "-l", str(self.log_file), "-o", options,

@@ -37,6 +37,14 @@ def page(mid: str, anon: str, t: float, **extra) -> dict:
             "timestamp": at(t), "source": "web", **extra}
 
 
+async def newcomers_planned(rig, n: int, start: float = 0) -> None:
+    """Fold ``n`` newcomers (one page view each, ``start + i`` seconds in) and plan them
+    all."""
+    await rig.fold(*(page(f"m{i}", f"anon-{i}", start + i) for i in range(n)))
+    while await rig.stage.plan_once():
+        pass
+
+
 async def rows(rig) -> list:
     async with rig.engine.begin() as conn:
         await rig.stage._begin(conn)
@@ -139,9 +147,7 @@ async def test_two_claims_at_once_take_different_people_and_lock_only_those(sett
 
     clock = Clock()
     async with Rig(settings, rules(WELCOME), clock) as rig:
-        await rig.fold(*(page(f"m{i}", f"anon-{i}", i) for i in range(6)))
-        while await rig.stage.plan_once():
-            pass
+        await newcomers_planned(rig, 6)
         clock.advance(minutes=1)
         async with rig.engine.connect() as a, rig.engine.connect() as b:
             await a.begin()
@@ -171,9 +177,7 @@ async def test_a_claim_after_a_start_skips_earlier_rows_and_the_loop_still_sends
     clock = Clock()
     async with Rig(settings.model_copy(update={"triggers_batch": 1}), rules(WELCOME),
                    clock) as rig:
-        await rig.fold(*(page(f"m{i}", f"anon-{i}", 10 + i) for i in range(3)))
-        while await rig.stage.plan_once():
-            pass
+        await newcomers_planned(rig, 3, start=10)
         clock.advance(minutes=1)
         assert await rig.stage.emit_once() == 1
         assert rig.stage._floor is not None  # a full round: the next claim starts there
@@ -201,9 +205,7 @@ async def test_after_a_full_round_the_next_claim_starts_at_the_last_row_it_locke
     clock = Clock()
     async with Rig(settings.model_copy(update={"triggers_batch": 2}), rules(WELCOME),
                    clock) as rig:
-        await rig.fold(*(page(f"m{i}", f"anon-{i}", i) for i in range(3)))
-        while await rig.stage.plan_once():
-            pass
+        await newcomers_planned(rig, 3)
         clock.advance(minutes=1)
         assert await rig.stage.emit_once() == 2
         sent = sorted((r.due_at, r.message_id) for r in await rows(rig) if r.status == "sent")
@@ -253,9 +255,7 @@ async def test_a_claim_counts_a_person_once_per_due_row_it_read_and_takes_all_th
 
     clock = Clock()
     async with Rig(settings, rules(TWO_WELCOMES), clock) as rig:
-        await rig.fold(*(page(f"m{i}", f"anon-{i}", i) for i in range(3)))
-        while await rig.stage.plan_once():
-            pass
+        await newcomers_planned(rig, 3)
         clock.advance(minutes=1)
         async with rig.engine.connect() as a, rig.engine.connect() as b:
             await a.begin()
@@ -294,9 +294,7 @@ async def test_the_rounds_read_by_index_whatever_the_statistics_say(settings):
 
     clock = Clock()
     async with Rig(settings, rules(WELCOME), clock) as rig:
-        await rig.fold(*(page(f"m{i}", f"anon-{i}", i) for i in range(60)))
-        while await rig.stage.plan_once():
-            pass
+        await newcomers_planned(rig, 60)
         async with rig.engine.begin() as conn:
             await rig.stage._begin(conn)
             await conn.execute(text("UPDATE scheduled_messages SET due_at = 'infinity'"))

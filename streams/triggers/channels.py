@@ -142,7 +142,7 @@ def choose_channel(channels: list[str], prefer_origin: bool, intent: Intent,
     avoid = intent.origin_device if cross else None
     for channel in channels:
         said = consent[channel]
-        if not (said is not False if channel == "web" else said is True):  # _allows
+        if not _allows(channel, said):
             excluded[channel] = "no consent" if said is None else "opted out"
             continue
         if cross and channel == intent.origin_channel and channel not in _SOURCE_OF:

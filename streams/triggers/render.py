@@ -5,6 +5,7 @@ Its JSON Schema is ``schemas/v1/message.json``. Pure; ``now`` explicit.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -43,25 +44,27 @@ def _recommend(intent: Intent, person: Person) -> list[dict[str, Any]]:
     elif intent.kind == "social_follow_up" and facts.get("item"):
         verb = _PAST.get(facts.get("action") or "", "interacted with")
         add(facts["item"], None, f"because you {verb} {facts['item']} on {facts.get('channel')}")
-    # Then what the person is into: recently viewed items, strongest interests first,
-    # and the categories they said they like. Only the first MAX_RECOMMENDATIONS are
-    # kept: once there are as many, nothing later can change them.
-    for item in person.recent_items:
+    # Then what the person is into, until there are MAX_RECOMMENDATIONS: nothing later
+    # can change the first ones (the rest is not even sorted).
+    for item, category, reason in _interests(person):
         if len(out) >= MAX_RECOMMENDATIONS:
-            return out[:MAX_RECOMMENDATIONS]
-        add(item, None, f"because you viewed {item}")
+            break
+        add(item, category, reason)
+    return out[:MAX_RECOMMENDATIONS]
+
+
+def _interests(person: Person) -> Iterator[tuple[str | None, str | None, str]]:
+    """What the person is into, best first, as (item, category, reason): recently viewed
+    items, strongest interests, then the categories they said they like. Lazy."""
+    for item in person.recent_items:
+        yield item, None, f"because you viewed {item}"
     if person.item_affinity:
         for item, _ in sorted(person.item_affinity.items(), key=lambda kv: (-kv[1], kv[0])):
-            if len(out) >= MAX_RECOMMENDATIONS:
-                return out[:MAX_RECOMMENDATIONS]
-            add(item, None, f"because you showed interest in {item}")
+            yield item, None, f"because you showed interest in {item}"
     stated = person.preferences.get("categories")
     for category in stated if isinstance(stated, list) else []:
-        if len(out) >= MAX_RECOMMENDATIONS:
-            return out[:MAX_RECOMMENDATIONS]
         if isinstance(category, str):
-            add(None, category, f"because you told us you like {category}")
-    return out[:MAX_RECOMMENDATIONS]
+            yield None, category, f"because you told us you like {category}"
 
 
 def summary(intent: Intent) -> str:
